@@ -1,0 +1,331 @@
+"""TOML configuration parsed once, at the edge, into frozen dataclasses.
+
+Every problem is collected and reported as one line (`upload.concurrency: must be >= 1, got
+0`) so an operator fixes a file in one go instead of one error per restart. Unknown keys are
+errors: a misspelt retention key silently falling back to a default is how data goes missing.
+Credentials are never read from this file; the S3 client uses the standard AWS chain.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from tiering.errors import ConfigError
+from tiering.units import parse_duration_ms, parse_size
+
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest multipart part (except the last)
+MAX_PART_SIZE = 5 * 1024**3
+LOCAL_DELETE_MODES = ("unlink", "kafka-admin", "off")
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    log_dirs: tuple[Path, ...]
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    bootstrap_servers: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    addressing_style: str = "auto"
+    storage_class: str = "STANDARD"
+    # Extension of design.md: a short hash of topic id and partition in front of each
+    # partition's keys spreads request load across S3 key partitions.
+    hash_prefix: bool = False
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    concurrency: int = 4
+    rate_limit_bytes_per_second: int = 0
+    part_size_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Kafka's meanings: -1 unlimited; -2 (local only) the same as the total value."""
+
+    local_retention_ms: int = -2
+    local_retention_bytes: int = -2
+    retention_ms: int = 7 * 86_400_000
+    retention_bytes: int = -1
+    local_delete: str = "unlink"
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    buffer_pool_bytes: int = 256 * 1024 * 1024
+    chunk_bytes: int = 4 * 1024 * 1024
+    prefetch_bytes: int = 32 * 1024 * 1024
+    rate_limit_bytes_per_second: int = 0
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: Path = Path("/var/lib/tiering")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig
+    store: StoreConfig
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    topics: Mapping[str, RetentionPolicy] = field(default_factory=lambda: MappingProxyType({}))
+    read: ReadConfig = field(default_factory=ReadConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def retention_for(self, topic: str) -> RetentionPolicy:
+        return self.topics.get(topic, self.retention)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML file; raises ConfigError with one line per problem."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(source, ["file not found: pass --config with the path of a tiering.toml"]) from None
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    return parse_config(document, source=source, base_dir=Path(path).resolve().parent)
+
+
+def parse_config(document: Mapping[str, Any], *, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    reader = _Reader(document, base_dir or Path.cwd())
+    config = reader.config()
+    if reader.problems:
+        raise ConfigError(source, reader.problems)
+    assert config is not None
+    return config
+
+
+class _Reader:
+    """Walks the document, collecting one problem line per bad key instead of stopping."""
+
+    def __init__(self, document: Mapping[str, Any], base_dir: Path):
+        self.document = document
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def config(self) -> Config | None:
+        known = {"kafka", "store", "upload", "retention", "topics", "read", "state", "metrics"}
+        self._unknown("", self.document, known)
+        kafka = self._kafka(self._table("kafka", required=True))
+        store = self._store(self._table("store", required=True))
+        upload = self._upload(self._table("upload"))
+        retention = self._retention("retention", self._table("retention"), RetentionPolicy())
+        topics = {}
+        for topic, table in self._table("topics").items():
+            if not isinstance(table, Mapping):
+                self.problems.append(f"topics.{topic}: must be a table of retention keys")
+                continue
+            topics[topic] = self._retention(f'topics."{topic}"', table, retention)
+        read = self._read(self._table("read"))
+        state = self._state(self._table("state"))
+        metrics = self._metrics(self._table("metrics"))
+        if self.problems:
+            return None
+        return Config(kafka, store, upload, retention, MappingProxyType(topics), read, state, metrics)
+
+    # -- sections --------------------------------------------------------------------
+
+    def _kafka(self, t: Mapping[str, Any]) -> KafkaConfig:
+        self._unknown("kafka", t, {"log_dirs", "include", "exclude", "bootstrap_servers"})
+        log_dirs = self._strings("kafka", t, "log_dirs", None)
+        if log_dirs is not None and not log_dirs:
+            self.problems.append("kafka.log_dirs: must list at least one log directory")
+        bootstrap = self._string("kafka", t, "bootstrap_servers", None)
+        return KafkaConfig(
+            log_dirs=tuple(self._path(d) for d in (log_dirs or ())),
+            include=tuple(self._strings("kafka", t, "include", ["*"]) or ()),
+            exclude=tuple(self._strings("kafka", t, "exclude", []) or ()),
+            bootstrap_servers=bootstrap or None,
+        )
+
+    def _store(self, t: Mapping[str, Any]) -> StoreConfig:
+        self._unknown("store", t, {"bucket", "prefix", "endpoint_url", "region", "addressing_style",
+                                   "storage_class", "hash_prefix"})
+        for secret in ("aws_access_key_id", "aws_secret_access_key", "access_key", "secret_key"):
+            if secret in t:
+                self.problems.append(f"store.{secret}: credentials never go in this file; use the "
+                                     "standard AWS chain (environment, profile, instance role)")
+        bucket = self._string("store", t, "bucket", None) or ""
+        prefix = self._string("store", t, "prefix", "") or ""
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        if prefix.startswith("/"):
+            self.problems.append(f"store.prefix: must not start with '/', got {prefix!r}")
+        style = self._string("store", t, "addressing_style", "auto")
+        if style not in ADDRESSING_STYLES:
+            self.problems.append(f"store.addressing_style: must be one of {', '.join(ADDRESSING_STYLES)}, got {style!r}")
+        return StoreConfig(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint_url=self._string("store", t, "endpoint_url", None) or None,
+            region=self._string("store", t, "region", None) or None,
+            addressing_style=style or "auto",
+            storage_class=self._string("store", t, "storage_class", "STANDARD") or "STANDARD",
+            hash_prefix=self._bool("store", t, "hash_prefix", False),
+        )
+
+    def _upload(self, t: Mapping[str, Any]) -> UploadConfig:
+        self._unknown("upload", t, {"concurrency", "rate_limit_bytes_per_second", "part_size_bytes"})
+        d = UploadConfig()
+        part = self._number("upload", t, "part_size_bytes", d.part_size_bytes, parse_size)
+        if not MIN_PART_SIZE <= part <= MAX_PART_SIZE:
+            self.problems.append(f"upload.part_size_bytes: must be between 5MiB and 5GiB (S3's part limits), got {part}")
+        return UploadConfig(
+            concurrency=self._at_least("upload", t, "concurrency", d.concurrency, 1, int_only=True),
+            rate_limit_bytes_per_second=self._at_least("upload", t, "rate_limit_bytes_per_second",
+                                                       d.rate_limit_bytes_per_second, 0, parse_size),
+            part_size_bytes=part,
+        )
+
+    def _retention(self, section: str, t: Mapping[str, Any], defaults: RetentionPolicy) -> RetentionPolicy:
+        self._unknown(section, t, {"local_retention_ms", "local_retention_bytes", "retention_ms",
+                                   "retention_bytes", "local_delete"})
+        total_ms = self._number(section, t, "retention_ms", defaults.retention_ms, parse_duration_ms)
+        total_bytes = self._number(section, t, "retention_bytes", defaults.retention_bytes, parse_size)
+        local_ms = self._number(section, t, "local_retention_ms", defaults.local_retention_ms, parse_duration_ms)
+        local_bytes = self._number(section, t, "local_retention_bytes", defaults.local_retention_bytes, parse_size)
+        for key, value in (("retention_ms", total_ms), ("retention_bytes", total_bytes)):
+            if value < -1:
+                self.problems.append(f"{section}.{key}: must be -1 (unlimited) or >= 0, got {value}")
+        for key, value, total in (("local_retention_ms", local_ms, total_ms),
+                                  ("local_retention_bytes", local_bytes, total_bytes)):
+            if value < -2:
+                self.problems.append(f"{section}.{key}: must be -2 (same as total), -1 (unlimited) or >= 0, got {value}")
+            elif value != -2 and total >= 0 and (value == -1 or value > total):
+                total_key = key.removeprefix("local_")
+                self.problems.append(f"{section}.{key}: must not exceed {total_key} ({total}), got {value}")
+        mode = self._string(section, t, "local_delete", defaults.local_delete)
+        if mode not in LOCAL_DELETE_MODES:
+            self.problems.append(f"{section}.local_delete: must be one of {', '.join(LOCAL_DELETE_MODES)}, got {mode!r}")
+        return RetentionPolicy(local_ms, local_bytes, total_ms, total_bytes, mode or defaults.local_delete)
+
+    def _read(self, t: Mapping[str, Any]) -> ReadConfig:
+        self._unknown("read", t, {"buffer_pool_bytes", "chunk_bytes", "prefetch_bytes", "rate_limit_bytes_per_second"})
+        d = ReadConfig()
+        chunk = self._at_least("read", t, "chunk_bytes", d.chunk_bytes, 4096, parse_size)
+        pool = self._at_least("read", t, "buffer_pool_bytes", d.buffer_pool_bytes, 0, parse_size)
+        if chunk and pool and pool < 2 * chunk:
+            self.problems.append(f"read.buffer_pool_bytes: must hold at least two chunks ({2 * chunk}), got {pool}")
+        return ReadConfig(
+            buffer_pool_bytes=pool,
+            chunk_bytes=chunk,
+            prefetch_bytes=self._at_least("read", t, "prefetch_bytes", d.prefetch_bytes, 0, parse_size),
+            rate_limit_bytes_per_second=self._at_least("read", t, "rate_limit_bytes_per_second",
+                                                       d.rate_limit_bytes_per_second, 0, parse_size),
+        )
+
+    def _state(self, t: Mapping[str, Any]) -> StateConfig:
+        self._unknown("state", t, {"dir"})
+        value = self._string("state", t, "dir", str(StateConfig().dir))
+        return StateConfig(dir=self._path(value or str(StateConfig().dir)))
+
+    def _metrics(self, t: Mapping[str, Any]) -> MetricsConfig:
+        self._unknown("metrics", t, {"listen"})
+        listen = self._string("metrics", t, "listen", MetricsConfig().listen) or ""
+        if listen:
+            host, _, port = listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                self.problems.append(f"metrics.listen: must be \"host:port\" or \"\" to disable, got {listen!r}")
+        return MetricsConfig(listen=listen)
+
+    # -- typed getters ------------------------------------------------------------------
+
+    def _table(self, name: str, required: bool = False) -> Mapping[str, Any]:
+        value = self.document.get(name)
+        if value is None:
+            if required:
+                self.problems.append(f"[{name}]: missing section")
+            return {}
+        if not isinstance(value, Mapping):
+            self.problems.append(f"{name}: must be a table ([{name}])")
+            return {}
+        return value
+
+    def _unknown(self, section: str, t: Mapping[str, Any], known: set[str]) -> None:
+        for key in t:
+            if key not in known:
+                where = f"{section}.{key}" if section else key
+                self.problems.append(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+
+    def _string(self, section: str, t: Mapping[str, Any], key: str, default: str | None) -> str | None:
+        if key not in t:
+            if default is None and key in ("bucket", "log_dirs"):
+                self.problems.append(f"{section}.{key}: required")
+            return default
+        value = t[key]
+        if not isinstance(value, str):
+            self.problems.append(f"{section}.{key}: must be a string, got {value!r}")
+            return default
+        if key == "bucket" and not value:
+            self.problems.append(f"{section}.{key}: must not be empty")
+        return value
+
+    def _strings(self, section: str, t: Mapping[str, Any], key: str, default: list[str] | None) -> list[str] | None:
+        if key not in t:
+            if default is None:
+                self.problems.append(f"{section}.{key}: required")
+            return default
+        value = t[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problems.append(f"{section}.{key}: must be a list of non-empty strings, got {value!r}")
+            return default
+        return value
+
+    def _bool(self, section: str, t: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = t.get(key, default)
+        if not isinstance(value, bool):
+            self.problems.append(f"{section}.{key}: must be true or false, got {value!r}")
+            return default
+        return value
+
+    def _number(self, section: str, t: Mapping[str, Any], key: str, default: int,
+                parse: Callable[[object], int] | None = None) -> int:
+        if key not in t:
+            return default
+        value = t[key]
+        try:
+            if parse is None:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"expected an integer, got {value!r}")
+                return value
+            return parse(value)
+        except ValueError as exc:
+            self.problems.append(f"{section}.{key}: {exc}")
+            return default
+
+    def _at_least(self, section: str, t: Mapping[str, Any], key: str, default: int, minimum: int,
+                  parse: Callable[[object], int] | None = None, int_only: bool = False) -> int:
+        value = self._number(section, t, key, default, None if int_only else parse)
+        if value < minimum:
+            self.problems.append(f"{section}.{key}: must be >= {minimum}, got {value}")
+            return default
+        return value
+
+    def _path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)

@@ -1,0 +1,168 @@
+"""The local journal: each segment's offload state in SQLite (WAL) under `state.dir`.
+
+It lets a restart resume work without listing the bucket; the store stays the source of
+truth: a journal that is lost or new is rebuilt from the manifests in the store. One owner
+(the coordinator thread) reads and writes it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from tiering.errors import TieringError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS segments (
+    topic TEXT NOT NULL,
+    topic_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    base_offset INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    uid TEXT,
+    end_offset INTEGER,
+    size_bytes INTEGER,
+    remote_bytes INTEGER,
+    manifest_key TEXT,
+    last_error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition, base_offset)
+);
+CREATE INDEX IF NOT EXISTS segments_by_topic ON segments (topic, partition);
+"""
+
+
+class SegmentState(str, Enum):
+    UPLOADING = "uploading"   # objects may be in the store, the manifest is not (yet)
+    UPLOADED = "uploaded"     # manifest written after every object verified
+    FAILED = "failed"         # last attempt failed (reason in last_error); retried later
+
+
+@dataclass(frozen=True)
+class SegmentId:
+    topic: str
+    topic_id: str
+    partition: int
+    base_offset: int
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    id: SegmentId
+    state: SegmentState
+    uid: str | None
+    end_offset: int | None
+    size_bytes: int | None
+    remote_bytes: int | None
+    manifest_key: str | None
+    last_error: str | None
+    attempts: int
+    updated_at_ms: int
+
+
+class JournalError(TieringError):
+    pass
+
+
+class Journal:
+    def __init__(self, state_dir: Path):
+        self.path = state_dir / "journal.sqlite"
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an "uploaded" row must survive power loss
+            self._db.executescript(_SCHEMA)
+            version = self.get_meta("schema_version")
+            if version is None:
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+            elif version != str(SCHEMA_VERSION):
+                raise JournalError(f"{self.path}: journal schema {version} is not {SCHEMA_VERSION}; "
+                                   "move it aside and tiering rebuilds it from the store")
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot open the journal ({exc}); check state.dir "
+                               "is writable and has free space") from None
+        except OSError as exc:
+            raise JournalError(f"{state_dir}: cannot create state.dir ({exc.strerror}); "
+                               "create it or fix state.dir") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value))
+
+    # -- segments ------------------------------------------------------------------------
+
+    def get(self, segment: SegmentId) -> SegmentRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM segments WHERE topic_id = ? AND partition = ? AND base_offset = ?",
+                               (segment.topic_id, segment.partition, segment.base_offset)).fetchone()
+        return _record(row) if row else None
+
+    def in_state(self, state: SegmentState) -> list[SegmentRecord]:
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM segments WHERE state = ? ORDER BY topic, partition, base_offset",
+                                (state.value,)).fetchall()
+        return [_record(r) for r in rows]
+
+    def all(self) -> list[SegmentRecord]:
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM segments ORDER BY topic, partition, base_offset").fetchall()
+        return [_record(r) for r in rows]
+
+    def mark_uploading(self, segment: SegmentId, uid: str, size_bytes: int, now_ms: int) -> None:
+        self._upsert(segment, SegmentState.UPLOADING, now_ms, uid=uid, size_bytes=size_bytes, bump_attempts=True)
+
+    def mark_uploaded(self, segment: SegmentId, uid: str, end_offset: int, size_bytes: int, remote_bytes: int,
+                      manifest_key: str, now_ms: int) -> None:
+        self._upsert(segment, SegmentState.UPLOADED, now_ms, uid=uid, end_offset=end_offset, size_bytes=size_bytes,
+                     remote_bytes=remote_bytes, manifest_key=manifest_key, last_error=None)
+
+    def mark_failed(self, segment: SegmentId, error: str, now_ms: int) -> None:
+        self._upsert(segment, SegmentState.FAILED, now_ms, last_error=error)
+
+    def _upsert(self, segment: SegmentId, state: SegmentState, now_ms: int, *, bump_attempts: bool = False,
+                **fields: object) -> None:
+        existing = self.get(segment)
+        values = {
+            "uid": None, "end_offset": None, "size_bytes": None, "remote_bytes": None, "manifest_key": None,
+            "last_error": None, "attempts": 0,
+        }
+        if existing:
+            values.update(uid=existing.uid, end_offset=existing.end_offset, size_bytes=existing.size_bytes,
+                          remote_bytes=existing.remote_bytes, manifest_key=existing.manifest_key,
+                          last_error=existing.last_error, attempts=existing.attempts)
+        values.update(fields)
+        if bump_attempts:
+            values["attempts"] = int(values["attempts"]) + 1  # type: ignore[call-overload]
+        self._write(
+            "INSERT OR REPLACE INTO segments (topic, topic_id, partition, base_offset, state, uid, end_offset, "
+            "size_bytes, remote_bytes, manifest_key, last_error, attempts, updated_at_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (segment.topic, segment.topic_id, segment.partition, segment.base_offset, state.value, values["uid"],
+             values["end_offset"], values["size_bytes"], values["remote_bytes"], values["manifest_key"],
+             values["last_error"], values["attempts"], now_ms))
+
+    def _write(self, sql: str, params: tuple) -> None:
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot write the journal ({exc}); check free space in state.dir") from None
+
+
+_COLUMNS = ("topic, topic_id, partition, base_offset, state, uid, end_offset, size_bytes, remote_bytes, "
+            "manifest_key, last_error, attempts, updated_at_ms")
+
+
+def _record(row: tuple) -> SegmentRecord:
+    return SegmentRecord(SegmentId(row[0], row[1], row[2], row[3]), SegmentState(row[4]), *row[5:])

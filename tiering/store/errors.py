@@ -1,0 +1,88 @@
+"""Store errors, classified once at the adapter: retryable, fatal, or not found.
+
+Retryable: the store or the network had a bad moment (5xx, SlowDown/throttling, timeouts,
+resets, a checksum mismatch in transit). Fatal: retrying cannot help and an operator must
+act (credentials, permissions, bucket); these carry a hint. The secret key never appears:
+botocore does not put credentials in its messages, and we only quote codes and messages.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError, ConnectTimeoutError,
+                                 EndpointConnectionError, NoCredentialsError, PartialCredentialsError,
+                                 ReadTimeoutError, ResponseStreamingError)
+
+from tiering.errors import TieringError
+
+
+class ErrorClass(Enum):
+    RETRYABLE = "retryable"
+    FATAL = "fatal"
+    NOT_FOUND = "not_found"
+
+
+_FATAL_HINTS = {
+    "AccessDenied": "check the IAM policy: tiering needs s3:PutObject, GetObject, DeleteObject, "
+                    "ListBucket, ListBucketMultipartUploads and AbortMultipartUpload on the bucket",
+    "AllAccessDisabled": "access to the bucket is disabled; check the bucket's owner and policy",
+    "InvalidAccessKeyId": "the access key id is not known to the store; check the AWS credentials",
+    "SignatureDoesNotMatch": "the secret key does not match the access key id; check the AWS credentials",
+    "NoSuchBucket": "create the bucket or fix store.bucket",
+    "InvalidBucketName": "fix store.bucket",
+    "PermanentRedirect": "the bucket is in another region; set store.region (or store.endpoint_url)",
+    "AuthorizationHeaderMalformed": "the region does not match the bucket's; set store.region",
+    "InvalidStorageClass": "the store does not offer this store.storage_class",
+    "ExpiredToken": "the session token expired; refresh the AWS credentials",
+}
+_RETRYABLE_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "BadDigest", "XAmzContentSHA256Mismatch", "RequestLimitExceeded",
+    "OperationAborted",
+}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+
+
+class StoreError(TieringError):
+    def __init__(self, error_class: ErrorClass, operation: str, key: str, detail: str, hint: str = ""):
+        self.error_class = error_class
+        self.operation = operation
+        self.key = key
+        self.detail = detail
+        self.hint = hint
+        text = f"{operation} {key}: {detail}"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_class is ErrorClass.RETRYABLE
+
+
+def classify(exc: BaseException, operation: str, key: str) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
+        detail = f"{code or status}: {error.get('Message') or 'no message'}"
+        if code in _NOT_FOUND_CODES and code != "NoSuchBucket":
+            return StoreError(ErrorClass.NOT_FOUND, operation, key, detail)
+        if code in _FATAL_HINTS or status == 403:
+            return StoreError(ErrorClass.FATAL, operation, key, detail,
+                              _FATAL_HINTS.get(code, _FATAL_HINTS["AccessDenied"]))
+        # Redpanda's lesson: 500, 503 and empty-body errors are the store asking us to slow down.
+        if code in _RETRYABLE_CODES or status >= 500 or status == 429 or not code:
+            return StoreError(ErrorClass.RETRYABLE, operation, key, detail)
+        return StoreError(ErrorClass.FATAL, operation, key, detail, "the store refused the request")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StoreError(ErrorClass.FATAL, operation, key, str(exc),
+                          "provide credentials through the standard AWS chain (AWS_ACCESS_KEY_ID/"
+                          "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role)")
+    if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
+                        ResponseStreamingError, ConnectionError, TimeoutError)):
+        return StoreError(ErrorClass.RETRYABLE, operation, key, f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, BotoCoreError):
+        return StoreError(ErrorClass.RETRYABLE, operation, key, f"{type(exc).__name__}: {exc}")
+    raise exc

@@ -1,0 +1,147 @@
+"""The per-segment manifest: the JSON document written last, after every object verified.
+
+A manifest read back from the store is untrusted input: it is validated field by field, and
+its object keys must be this segment's own keys (no `..`, no other topic, partition or uid),
+so a tampered manifest can never send a reader or a rollback somewhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from tiering.kafka.names import is_legal_topic
+from tiering.store.keys import OBJECT_SUFFIXES, SegmentKeys, parse_key
+
+FORMAT_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A manifest that does not match the schema or points outside its own segment."""
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    kind: str          # "log", "index", "timeindex", "txnindex", "snapshot", "leader_epoch"
+    key: str
+    size: int
+    crc32c: str        # 8 hex digits, of the whole object
+    etag: str          # as the store reported it after the upload
+
+
+@dataclass(frozen=True)
+class SegmentManifest:
+    format_version: int
+    topic: str
+    topic_id: str
+    partition: int
+    base_offset: int
+    end_offset: int                        # next segment's base offset - 1 (KIP-405)
+    last_batch_offset: int | None          # last offset actually present
+    size_bytes: int                        # of the .log
+    batch_count: int
+    record_count: int
+    max_timestamp: int
+    leader_epochs: tuple[tuple[int, int], ...]   # (epoch, start offset) within the segment
+    objects: tuple[ObjectEntry, ...]
+    uid: str
+    broker_id: int | None
+    created_at_ms: int
+    tool_version: str
+
+    def object(self, kind: str) -> ObjectEntry | None:
+        return next((o for o in self.objects if o.kind == kind), None)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+    def to_json(self) -> bytes:
+        document = asdict(self)
+        document["leader_epochs"] = [list(e) for e in self.leader_epochs]
+        return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+
+
+_INT_FIELDS = ("format_version", "partition", "base_offset", "end_offset", "size_bytes", "batch_count",
+               "record_count", "max_timestamp", "created_at_ms")
+
+
+def parse_manifest(data: bytes, manifest_key: str) -> SegmentManifest:
+    """Validate a manifest read from `manifest_key`; raises ManifestError."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ManifestError("not a JSON object")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"unsupported format_version {doc.get('format_version')!r} (this tool reads {FORMAT_VERSION})")
+    for name in _INT_FIELDS:
+        if not _is_int(doc.get(name)):
+            raise ManifestError(f"field {name!r} must be an integer, got {doc.get(name)!r}")
+    for name in ("topic", "topic_id", "uid", "tool_version"):
+        if not isinstance(doc.get(name), str):
+            raise ManifestError(f"field {name!r} must be a string")
+    if not is_legal_topic(doc["topic"]):
+        raise ManifestError(f"illegal topic name {doc['topic']!r}")
+    if doc["partition"] < 0 or doc["base_offset"] < 0 or doc["end_offset"] < doc["base_offset"] - 1:
+        raise ManifestError("partition or offsets out of range")
+    if doc["size_bytes"] < 0:
+        raise ManifestError("negative size")
+    last = doc.get("last_batch_offset")
+    if last is not None and (not _is_int(last) or not doc["base_offset"] <= last <= doc["end_offset"]):
+        raise ManifestError(f"last_batch_offset {last!r} outside the segment")
+    if doc.get("broker_id") is not None and not _is_int(doc["broker_id"]):
+        raise ManifestError("broker_id must be an integer or null")
+    epochs = doc.get("leader_epochs")
+    if not isinstance(epochs, list) or not all(
+            isinstance(e, list) and len(e) == 2 and all(_is_int(x) for x in e) for e in epochs):
+        raise ManifestError("leader_epochs must be a list of [epoch, start offset]")
+
+    parsed_key = parse_key(manifest_key)
+    if parsed_key is None or not parsed_key.is_manifest:
+        raise ManifestError(f"{manifest_key!r} is not a manifest key")
+    expected = (doc["topic"], doc["topic_id"], doc["partition"], doc["base_offset"], doc["uid"])
+    found = (parsed_key.topic, parsed_key.topic_id, parsed_key.partition, parsed_key.base_offset, parsed_key.uid)
+    if expected != found:
+        raise ManifestError(f"manifest fields {expected} do not match its key {found}")
+    keys = SegmentKeys(parsed_key.root, parsed_key.base_offset, parsed_key.uid)
+
+    objects = doc.get("objects")
+    if not isinstance(objects, list) or not objects:
+        raise ManifestError("objects must be a non-empty list")
+    entries, kinds = [], set()
+    for raw in objects:
+        if not isinstance(raw, dict):
+            raise ManifestError("each object must be a JSON object")
+        kind = raw.get("kind")
+        if kind not in OBJECT_SUFFIXES or kind in kinds:
+            raise ManifestError(f"unknown or repeated object kind {kind!r}")
+        kinds.add(kind)
+        if raw.get("key") != keys.object_key(kind):
+            raise ManifestError(f"object key {raw.get('key')!r} is not this segment's {kind} key")
+        if not _is_int(raw.get("size")) or raw["size"] < 0:
+            raise ManifestError(f"object {kind}: size must be a non-negative integer")
+        crc = raw.get("crc32c")
+        if not isinstance(crc, str) or len(crc) != 8 or any(c not in "0123456789abcdef" for c in crc):
+            raise ManifestError(f"object {kind}: crc32c must be 8 lowercase hex digits")
+        if not isinstance(raw.get("etag"), str):
+            raise ManifestError(f"object {kind}: etag must be a string")
+        entries.append(ObjectEntry(kind, raw["key"], raw["size"], crc, raw["etag"]))
+    if "log" not in kinds:
+        raise ManifestError("no log object")
+    log_entry = next(e for e in entries if e.kind == "log")
+    if log_entry.size != doc["size_bytes"]:
+        raise ManifestError(f"log object size {log_entry.size} differs from size_bytes {doc['size_bytes']}")
+    return SegmentManifest(
+        format_version=doc["format_version"], topic=doc["topic"], topic_id=doc["topic_id"],
+        partition=doc["partition"], base_offset=doc["base_offset"], end_offset=doc["end_offset"],
+        last_batch_offset=last, size_bytes=doc["size_bytes"], batch_count=doc["batch_count"],
+        record_count=doc["record_count"], max_timestamp=doc["max_timestamp"],
+        leader_epochs=tuple((e[0], e[1]) for e in epochs), objects=tuple(entries), uid=doc["uid"],
+        broker_id=doc.get("broker_id"), created_at_ms=doc["created_at_ms"], tool_version=doc["tool_version"],
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,44 @@
+"""The object-store port the core and the upload pipeline talk to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: float = 0.0   # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    key: str
+    upload_id: str
+    initiated: float             # seconds since the epoch
+
+
+class ObjectStore(Protocol):
+    """Every method raises tiering.store.errors.StoreError, already classified."""
+
+    def upload_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Upload local files to keys, in parallel; returns when all are stored."""
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and ETag of an object, or None when there is no such key."""
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    def delete_objects(self, keys: Sequence[str]) -> None: ...
+
+    def list_multipart_uploads(self, prefix: str) -> Iterator[MultipartUpload]: ...
+
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None: ...

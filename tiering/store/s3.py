@@ -1,0 +1,143 @@
+"""The S3 adapter: boto3 for requests, s3transfer for parallel, multipart, streaming uploads.
+
+s3transfer already does what an upload pipeline needs and is hard to get right: multipart
+above a threshold, parts read lazily from the file (memory does not grow with the segment),
+a bounded request pool, one bandwidth limiter shared by every transfer of the manager, and
+aborting the multipart upload when a transfer fails. botocore's "standard" retry mode retries
+5xx, throttling, timeouts and resets with capped exponential backoff and jitter; botocore also
+sends a CRC32 checksum with each PUT and part, which the store verifies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import boto3
+from botocore.config import Config as BotoConfig
+from s3transfer.manager import TransferConfig, TransferManager
+
+from tiering import __version__
+from tiering.config import StoreConfig, UploadConfig
+from tiering.store.errors import ErrorClass, StoreError, classify
+from tiering.store.protocol import MultipartUpload, ObjectInfo
+
+REQUEST_ATTEMPTS = 5
+
+
+def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
+    """An S3 client; credentials come from the standard AWS chain, never from our config."""
+    config = BotoConfig(
+        region_name=store.region,
+        retries={"mode": "standard", "max_attempts": REQUEST_ATTEMPTS},
+        s3={"addressing_style": store.addressing_style},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=pool_size,
+        user_agent_extra=f"tiering/{__version__}",
+    )
+    return boto3.session.Session().client("s3", endpoint_url=store.endpoint_url, config=config)
+
+
+class S3Store:
+    def __init__(self, client: Any, bucket: str, upload: UploadConfig, storage_class: str = "STANDARD"):
+        self.client = client
+        self.bucket = bucket
+        self.storage_class = storage_class
+        self._extra: dict[str, str] = {} if storage_class == "STANDARD" else {"StorageClass": storage_class}
+        self._transfers = TransferManager(client, TransferConfig(
+            multipart_threshold=upload.part_size_bytes,
+            multipart_chunksize=upload.part_size_bytes,
+            max_request_concurrency=upload.concurrency,
+            max_bandwidth=upload.rate_limit_bytes_per_second or None,
+        ))
+
+    @classmethod
+    def from_config(cls, store: StoreConfig, upload: UploadConfig) -> S3Store:
+        return cls(make_client(store, pool_size=upload.concurrency + 4), store.bucket, upload, store.storage_class)
+
+    def close(self) -> None:
+        self._transfers.shutdown()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def upload_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        futures = [(key, self._transfers.upload(str(path), self.bucket, key, extra_args=dict(self._extra)))
+                   for key, path in items]
+        failure: StoreError | None = None
+        for key, future in futures:
+            try:
+                future.result()
+            except FileNotFoundError as exc:
+                failure = failure or StoreError(ErrorClass.RETRYABLE, "upload", key,
+                                                f"local file vanished during the upload: {exc.filename}")
+            except Exception as exc:  # classified below; anything unknown re-raises there
+                failure = failure or classify(exc, "upload", key)
+        if failure:
+            raise failure
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra)
+        except Exception as exc:
+            raise classify(exc, "put", key) from None
+
+    def delete_objects(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = keys[start:start + 1000]
+            try:
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            except Exception as exc:
+                raise classify(exc, "delete", batch[0]) from None
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StoreError(ErrorClass.RETRYABLE, "delete", first.get("Key", "?"),
+                                 f"{first.get('Code')}: {first.get('Message')} ({len(errors)} keys not deleted)")
+
+    def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:
+            error = classify(exc, "abort-multipart", key)
+            if error.error_class is not ErrorClass.NOT_FOUND:
+                raise error from None
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            raise classify(exc, "get", key) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            error = classify(exc, "head", key)
+            if error.error_class is ErrorClass.NOT_FOUND:
+                return None
+            raise error from None
+        return ObjectInfo(key, response["ContentLength"], response.get("ETag", "").strip('"'),
+                          response["LastModified"].timestamp())
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], item["Size"], item.get("ETag", "").strip('"'),
+                                     item["LastModified"].timestamp())
+        except Exception as exc:
+            raise classify(exc, "list", prefix or "/") from None
+
+    def list_multipart_uploads(self, prefix: str) -> Iterator[MultipartUpload]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Uploads", []):
+                    yield MultipartUpload(item["Key"], item["UploadId"], item["Initiated"].timestamp())
+        except Exception as exc:
+            raise classify(exc, "list-multipart", prefix or "/") from None

@@ -1,0 +1,1 @@
+"""Offloading segments: one segment's upload, the pass that schedules them, retries."""

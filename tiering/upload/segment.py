@@ -1,0 +1,153 @@
+"""Offloading one segment: check it, upload its objects, verify them, write the manifest last.
+
+Runs on a worker thread; touches no shared state but the store. The segment's bytes go up
+unchanged; the manifest records a CRC-32C per object (computed here from the local bytes)
+and the size and ETag the store reported, and is written only after every object's size
+was confirmed by the store, so a manifest always describes complete, verified objects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import crc32c
+
+from tiering import __version__
+from tiering.kafka.batches import CorruptSegment, SegmentSummary, scan_segment
+from tiering.kafka.checkpoints import (CheckpointError, format_leader_epoch_checkpoint,
+                                       parse_leader_epoch_checkpoint)
+from tiering.kafka.indexes import CorruptIndex, check_index
+from tiering.kafka.logdir import LocalPartition, LocalSegment
+from tiering.store.errors import ErrorClass, StoreError
+from tiering.store.keys import PartitionPath, SegmentKeys
+from tiering.store.manifest import FORMAT_VERSION, ObjectEntry, SegmentManifest
+from tiering.store.protocol import ObjectStore
+
+
+class BadSegment(Exception):
+    """The local segment is not fit to offload (corrupt, truncated, inconsistent); never retried."""
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Everything a worker needs to offload one segment; immutable, safe to hand to a thread."""
+
+    segment: LocalSegment
+    topic_id: str
+    leader_epoch_path: Path
+    broker_id: int | None
+    keys: SegmentKeys
+
+
+def target_for(segment: LocalSegment, partition: LocalPartition, prefix: str, hash_prefix: bool,
+               broker_id: int | None, uid: str) -> UploadTarget:
+    assert partition.topic_id is not None
+    path = PartitionPath(prefix, partition.topic, partition.topic_id, partition.partition, hash_prefix)
+    return UploadTarget(segment, partition.topic_id, partition.leader_epoch_path, broker_id,
+                        path.segment(segment.base_offset, uid))
+
+
+def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int]) -> SegmentManifest:
+    """Upload one rolled segment and its manifest; raises BadSegment or StoreError."""
+    segment, keys = target.segment, target.keys
+    assert segment.next_offset is not None, "the active segment is never offloaded"
+    summary = _check_log(segment)
+    small = _small_objects(target, summary)
+
+    try:
+        store.upload_files([(keys.object_key("log"), segment.log_path)])
+        log_info = store.head(keys.object_key("log"))
+        if log_info is None or log_info.size != summary.size:
+            raise StoreError(ErrorClass.RETRYABLE, "verify", keys.object_key("log"),
+                             f"the store holds {log_info.size if log_info else 'no'} bytes, expected {summary.size}")
+        entries = [ObjectEntry("log", log_info.key, summary.size, f"{summary.crc32c:08x}", log_info.etag)]
+        for kind, data in small:
+            etag = store_put(store, keys.object_key(kind), data)
+            entries.append(ObjectEntry(kind, keys.object_key(kind), len(data), f"{crc32c.crc32c(data):08x}", etag))
+        manifest = SegmentManifest(
+            format_version=FORMAT_VERSION, topic=segment.topic, topic_id=target.topic_id,
+            partition=segment.partition, base_offset=segment.base_offset, end_offset=segment.next_offset - 1,
+            last_batch_offset=summary.last_offset, size_bytes=summary.size, batch_count=summary.batch_count,
+            record_count=summary.record_count, max_timestamp=summary.max_timestamp,
+            leader_epochs=summary.leader_epochs, objects=tuple(entries), uid=keys.uid,
+            broker_id=target.broker_id, created_at_ms=now_ms(), tool_version=__version__,
+        )
+        store.put_bytes(keys.manifest_key, manifest.to_json())
+    except BaseException:
+        discard_attempt(store, keys)
+        raise
+    return manifest
+
+
+def store_put(store: ObjectStore, key: str, data: bytes) -> str:
+    """Put a small object and return the ETag the store reports for it."""
+    store.put_bytes(key, data)
+    info = store.head(key)
+    if info is None or info.size != len(data):
+        raise StoreError(ErrorClass.RETRYABLE, "verify", key,
+                         f"the store holds {info.size if info else 'no'} bytes, expected {len(data)}")
+    return info.etag
+
+
+def discard_attempt(store: ObjectStore, keys: SegmentKeys) -> None:
+    """Best effort: remove what a failed attempt left (it has no manifest, so nobody sees it).
+
+    Whatever this misses (the store is down) is an orphan the cleanup finds later.
+    """
+    try:
+        leftovers = [info.key for info in store.list_objects(keys.stem + ".")
+                     if not info.key.endswith(".manifest.json")]
+        if leftovers:
+            store.delete_objects(leftovers)
+    except StoreError:
+        pass
+
+
+def _check_log(segment: LocalSegment) -> SegmentSummary:
+    assert segment.next_offset is not None
+    try:
+        with open(segment.log_path, "rb", buffering=0) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            return scan_segment(stream, size, segment.base_offset, segment.next_offset)
+    except CorruptSegment as exc:
+        raise BadSegment(f"corrupt segment {segment.log_path}: {exc}") from None
+    except FileNotFoundError:
+        raise BadSegment(f"{segment.log_path} disappeared before it was offloaded") from None
+    except OSError as exc:
+        raise BadSegment(f"cannot read {segment.log_path}: {exc.strerror}") from None
+
+
+def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[str, bytes]]:
+    """The index files, producer snapshot and leader-epoch entries, read and checked."""
+    segment = target.segment
+    assert segment.next_offset is not None
+    objects = []
+    for kind, path in segment.index_paths:
+        data = _read(path)
+        try:
+            check_index(kind, data, summary.size, segment.base_offset, segment.next_offset)
+        except CorruptIndex as exc:
+            raise BadSegment(f"corrupt index {path}: {exc}") from None
+        objects.append((kind, data))
+    if segment.snapshot_path is not None:
+        try:
+            objects.append(("snapshot", segment.snapshot_path.read_bytes()))
+        except FileNotFoundError:
+            pass  # the broker cleans old snapshots; the segment is complete without it
+    try:
+        entries = parse_leader_epoch_checkpoint(target.leader_epoch_path.read_text())
+        covered = [e for e in entries if e.start_offset <= segment.next_offset - 1]
+        objects.append(("leader_epoch", format_leader_epoch_checkpoint(covered).encode()))
+    except (OSError, UnicodeDecodeError, CheckpointError):
+        pass  # the epochs seen in the batches are in the manifest either way
+    return objects
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadSegment(f"cannot read {path}: {exc.strerror}") from None

@@ -1,0 +1,71 @@
+"""`tiering verify`: every manifest's objects exist with the recorded size and ETag, and local
+copies that are still on disk match the manifest's CRC-32C byte for byte."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import crc32c
+
+from tiering.kafka.logdir import LogDirScan
+from tiering.reconcile import RemoteProblem, read_manifests
+from tiering.store.keys import parse_key
+from tiering.store.protocol import ObjectStore
+
+_READ_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    manifests: int
+    objects: int
+    local_copies: int
+    problems: tuple[RemoteProblem, ...]
+    orphans: tuple[str, ...]     # our objects without a manifest (interrupted uploads)
+
+
+def verify_store(store: ObjectStore, prefix: str, scan: LogDirScan) -> VerifyReport:
+    listing = {info.key: info for info in store.list_objects(prefix)}
+    manifests, problems = read_manifests(store, prefix)
+    local_dirs = {(p.topic, p.topic_id, p.partition): p for p in scan.partitions}
+    described: set[str] = set()
+    objects = local_copies = 0
+    for manifest_key, manifest in manifests:
+        described.add(manifest_key)
+        partition = local_dirs.get((manifest.topic, manifest.topic_id, manifest.partition))
+        for entry in manifest.objects:
+            described.add(entry.key)
+            objects += 1
+            info = listing.get(entry.key)
+            if info is None:
+                problems.append(RemoteProblem(entry.key, f"missing (listed in {manifest_key})"))
+            elif info.size != entry.size:
+                problems.append(RemoteProblem(entry.key, f"size {info.size}, manifest says {entry.size}"))
+            elif entry.etag and info.etag and info.etag != entry.etag:
+                problems.append(RemoteProblem(entry.key, f"ETag {info.etag}, manifest says {entry.etag} (object replaced?)"))
+        log_entry = manifest.object("log")
+        if partition is not None and log_entry is not None:
+            local = partition.path / f"{manifest.base_offset:020d}.log"
+            checksum = _crc32c_of(local)
+            if checksum is not None:
+                local_copies += 1
+                if checksum != (log_entry.size, log_entry.crc32c):
+                    problems.append(RemoteProblem(log_entry.key,
+                                                  f"differs from the local copy {local} "
+                                                  f"(local {checksum[0]} bytes crc {checksum[1]}, "
+                                                  f"remote {log_entry.size} bytes crc {log_entry.crc32c})"))
+    orphans = tuple(sorted(k for k in listing if k not in described and parse_key(k) is not None))
+    return VerifyReport(len(manifests), objects, local_copies, tuple(problems), orphans)
+
+
+def _crc32c_of(path: Path) -> tuple[int, str] | None:
+    try:
+        with open(path, "rb") as f:
+            value, size = 0, 0
+            while block := f.read(_READ_BLOCK):
+                value = crc32c.crc32c(block, value)
+                size += len(block)
+    except FileNotFoundError:
+        return None
+    return size, f"{value:08x}"
