@@ -214,6 +214,9 @@ class _Reader:
                 self.problems.append(f"{section}.{key}: must be -1 (unlimited) or >= 0, got {value}")
         for key, value, total in (("local_retention_ms", local_ms, total_ms),
                                   ("local_retention_bytes", local_bytes, total_bytes)):
+            inherited = section != "retention" and key not in t and key.removeprefix("local_") not in t
+            if inherited:
+                continue  # a topic that sets neither key inherits a pair already checked once
             if value < -2:
                 self.problems.append(f"{section}.{key}: must be -2 (same as total), -1 (unlimited) or >= 0, got {value}")
             elif value != -2 and total >= 0 and (value == -1 or value > total):

@@ -84,7 +84,8 @@ class _PartitionLog:
     # -- segments -------------------------------------------------------------------------
 
     def _open_segment(self, base: int) -> _ActiveSegment:
-        log = open(self.directory / segment_file_name(base, "log"), "ab")
+        # unbuffered: like the broker's FileChannel writes, appends reach the file (page cache) at once
+        log = open(self.directory / segment_file_name(base, "log"), "ab", buffering=0)
         fds = []
         for ext in ("index", "timeindex"):
             fd = os.open(self.directory / segment_file_name(base, ext), os.O_RDWR | os.O_CREAT, 0o644)

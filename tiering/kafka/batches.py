@@ -127,6 +127,10 @@ def scan_segment(stream: BinaryIO, size: int, base_offset: int, next_offset: int
         if header.last_offset_delta < 0 or (next_offset is not None and header.last_offset >= next_offset):
             raise CorruptSegment(position, f"batch last offset {header.last_offset} outside the "
                                            f"segment [{base_offset}, {next_offset})")
+        if epochs and header.partition_leader_epoch < epochs[-1][0]:
+            # The CRC does not cover the leader epoch; epochs never go back along a log.
+            raise CorruptSegment(position, f"leader epoch goes back from {epochs[-1][0]} to "
+                                           f"{header.partition_leader_epoch}")
         batch_crc = crc32c.crc32c(header_bytes[CRC_START:])
         remaining = header.size - HEADER_SIZE
         offset = position + HEADER_SIZE

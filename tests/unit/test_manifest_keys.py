@@ -1,0 +1,124 @@
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tiering.kafka.indexes import OFFSET_ENTRY, TIME_ENTRY, CorruptIndex, check_index
+from tiering.store.keys import PartitionPath, parse_key
+from tiering.store.manifest import ManifestError, ObjectEntry, SegmentManifest, parse_manifest
+from tiering.upload.retry import RetryPolicy
+
+TOPIC_ID = "4A8VWD3ZTJa4i2ZbnSPb8A"
+
+
+def keys(prefix="cluster-a/", hash_prefix=False, uid="0123456789abcdef"):
+    return PartitionPath(prefix, "orders.v2", TOPIC_ID, 3, hash_prefix).segment(1234, uid)
+
+
+def manifest(k=None) -> SegmentManifest:
+    k = k or keys()
+    return SegmentManifest(
+        format_version=1, topic="orders.v2", topic_id=TOPIC_ID, partition=3, base_offset=1234, end_offset=2000,
+        last_batch_offset=1999, size_bytes=100, batch_count=2, record_count=20, max_timestamp=5,
+        leader_epochs=((0, 1234), (2, 1500)),
+        objects=(ObjectEntry("log", k.object_key("log"), 100, "0badf00d", "etag1"),
+                 ObjectEntry("index", k.object_key("index"), 16, "00000001", "etag2")),
+        uid=k.uid, broker_id=1, created_at_ms=7, tool_version="0.1.0")
+
+
+def test_key_layout_carries_topic_id_partition_padded_offset_and_uid():
+    k = keys()
+    assert k.manifest_key == f"cluster-a/orders.v2-{TOPIC_ID}/3/00000000000000001234-0123456789abcdef.manifest.json"
+    assert k.object_key("leader_epoch").endswith("-0123456789abcdef.leader-epoch-checkpoint")
+    parsed = parse_key(k.object_key("log"))
+    assert (parsed.topic, parsed.topic_id, parsed.partition, parsed.base_offset, parsed.uid, parsed.suffix) == (
+        "orders.v2", TOPIC_ID, 3, 1234, "0123456789abcdef", "log")
+    hashed = keys(hash_prefix=True)
+    assert hashed.root != k.root and hashed.root.startswith("cluster-a/") and hashed.root.endswith(f"{TOPIC_ID}/3/")
+    assert parse_key(hashed.manifest_key).topic == "orders.v2"
+    assert parse_key("cluster-a/random/file.txt") is None
+
+
+def test_manifest_round_trip():
+    m = manifest()
+    assert parse_manifest(m.to_json(), keys().manifest_key) == m
+    assert m.total_bytes == 116
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d["objects"][0].update(key="cluster-a/orders.v2-" + TOPIC_ID + "/3/../../../etc/passwd"), "not this segment's"),
+    (lambda d: d["objects"][1].update(key=keys(uid="ffffffffffffffff").object_key("index")), "not this segment's"),
+    (lambda d: d.update(topic="payments"), "do not match its key"),
+    (lambda d: d.update(partition=4), "do not match its key"),
+    (lambda d: d["objects"][0].update(size=-1), "size"),
+    (lambda d: d.update(size_bytes=99), "differs from size_bytes"),
+    (lambda d: d["objects"][0].update(crc32c="XYZ"), "crc32c"),
+    (lambda d: d.update(format_version=2), "format_version"),
+    (lambda d: d.update(objects=[d["objects"][1]]), "no log object"),
+    (lambda d: d.update(last_batch_offset=5000), "outside the segment"),
+    (lambda d: d.update(topic="../x"), "illegal topic"),
+])
+def test_manifest_that_escapes_or_lies_is_rejected(mutate, message):
+    doc = json.loads(manifest().to_json())
+    mutate(doc)
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(json.dumps(doc).encode(), keys().manifest_key)
+
+
+def test_manifest_must_match_the_key_it_was_read_from():
+    with pytest.raises(ManifestError):
+        parse_manifest(manifest().to_json(), keys(uid="ffffffffffffffff").manifest_key)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+                           max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode())))
+def test_fuzz_manifest_parser_only_raises_manifest_error(data):
+    try:
+        parse_manifest(data, keys().manifest_key)
+    except ManifestError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["topic", "topic_id", "partition", "base_offset", "end_offset", "size_bytes", "objects",
+                        "leader_epochs", "uid", "broker_id", "last_batch_offset"]), json_values)
+def test_fuzz_single_field_corruption_is_rejected_or_harmless(field, value):
+    doc = json.loads(manifest().to_json())
+    doc[field] = value
+    try:
+        parsed = parse_manifest(json.dumps(doc).encode(), keys().manifest_key)
+    except ManifestError:
+        return
+    assert all(o.key.startswith(keys().stem + ".") for o in parsed.objects)
+
+
+def test_index_checks():
+    index = b"".join(OFFSET_ENTRY.pack(r, p) for r, p in ((3, 0), (10, 4100), (20, 8200)))
+    check_index("index", index, 9000, 100, 130)
+    with pytest.raises(CorruptIndex, match="points outside"):
+        check_index("index", index, 8000, 100, 130)
+    with pytest.raises(CorruptIndex, match="untrimmed"):
+        check_index("index", index + b"\x00" * 16, 9000, 100, 130)
+    with pytest.raises(CorruptIndex, match="multiple"):
+        check_index("index", index[:-3], 9000, 100, 130)
+    times = b"".join(TIME_ENTRY.pack(t, r) for t, r in ((5, 3), (9, 20)))
+    check_index("timeindex", times, 9000, 100, 130)
+    with pytest.raises(CorruptIndex):
+        check_index("timeindex", times + b"\x00" * 12, 9000, 100, 130)
+
+
+def test_retry_policy_is_capped_exponential_with_jitter():
+    policy = RetryPolicy(attempts=4, base_seconds=1, cap_seconds=5)
+    rng = random.Random(1)
+    for failures, ceiling in ((1, 1), (2, 2), (3, 4), (4, 5), (9, 5)):
+        delays = [policy.delay(failures, rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays) and max(delays) > ceiling * 0.8
+    assert policy.should_retry(3) and not policy.should_retry(4)
+

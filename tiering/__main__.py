@@ -1,0 +1,3 @@
+from tiering.cli.main import main
+
+main()
