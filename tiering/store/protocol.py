@@ -28,7 +28,9 @@ class ObjectStore(Protocol):
     def upload_files(self, items: Sequence[tuple[str, Path]]) -> None:
         """Upload local files to keys, in parallel; returns when all are stored."""
 
-    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Store a small object in one request; returns its ETag. The store has checked the
+        body's length and checksum when this returns."""
 
     def get_bytes(self, key: str) -> bytes: ...
 

@@ -54,7 +54,9 @@ class S3Store:
 
     @classmethod
     def from_config(cls, store: StoreConfig, upload: UploadConfig) -> S3Store:
-        return cls(make_client(store, pool_size=upload.concurrency + 4), store.bucket, upload, store.storage_class)
+        # s3transfer's request threads and the segment workers' small requests each need a
+        # connection; a pool smaller than both makes urllib3 drop and reopen connections.
+        return cls(make_client(store, pool_size=2 * upload.concurrency + 4), store.bucket, upload, store.storage_class)
 
     def close(self) -> None:
         self._transfers.shutdown()
@@ -62,6 +64,10 @@ class S3Store:
     # -- writes -----------------------------------------------------------------------------
 
     def upload_files(self, items: Sequence[tuple[str, Path]]) -> None:
+        # By file name: s3transfer opens the file per part and streams it, so memory stays
+        # flat whatever the part size. (Handing it open file objects instead makes it read
+        # whole parts into memory; measured, that took peak RSS from ~100 MiB to 1.4 GiB at
+        # concurrency 8 and 16 MiB parts, far past the configured budget.)
         futures = [(key, self._transfers.upload(str(path), self.bucket, key, extra_args=dict(self._extra)))
                    for key, path in items]
         failure: StoreError | None = None
@@ -76,11 +82,12 @@ class S3Store:
         if failure:
             raise failure
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> str:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra)
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra)
         except Exception as exc:
             raise classify(exc, "put", key) from None
+        return str(response.get("ETag", "")).strip('"')
 
     def delete_objects(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), 1000):

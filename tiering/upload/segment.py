@@ -2,8 +2,9 @@
 
 Runs on a worker thread; touches no shared state but the store. The segment's bytes go up
 unchanged; the manifest records a CRC-32C per object (computed here from the local bytes)
-and the size and ETag the store reported, and is written only after every object's size
-was confirmed by the store, so a manifest always describes complete, verified objects.
+and the size and ETag the store reported, and is written only after the store accepted every
+object (a small PUT is checked for length and checksum by the store; the multipart .log is
+also confirmed by a HEAD of its size), so a manifest always describes complete, verified objects.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
                              f"the store holds {log_info.size if log_info else 'no'} bytes, expected {summary.size}")
         entries = [ObjectEntry("log", log_info.key, summary.size, f"{summary.crc32c:08x}", log_info.etag)]
         for kind, data in small:
-            etag = store_put(store, keys.object_key(kind), data)
+            etag = store.put_bytes(keys.object_key(kind), data)
             entries.append(ObjectEntry(kind, keys.object_key(kind), len(data), f"{crc32c.crc32c(data):08x}", etag))
         manifest = SegmentManifest(
             format_version=FORMAT_VERSION, topic=segment.topic, topic_id=target.topic_id,
@@ -80,16 +81,6 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
         discard_attempt(store, keys)
         raise
     return manifest
-
-
-def store_put(store: ObjectStore, key: str, data: bytes) -> str:
-    """Put a small object and return the ETag the store reports for it."""
-    store.put_bytes(key, data)
-    info = store.head(key)
-    if info is None or info.size != len(data):
-        raise StoreError(ErrorClass.RETRYABLE, "verify", key,
-                         f"the store holds {info.size if info else 'no'} bytes, expected {len(data)}")
-    return info.etag
 
 
 def discard_attempt(store: ObjectStore, keys: SegmentKeys) -> None:

@@ -1,0 +1,23 @@
+"""`python -m bench <name> [--json]`: run one benchmark and print its figures."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+BENCHMARKS = {"upload": "bench.upload"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("name", choices=sorted(BENCHMARKS))
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--mib", type=int, default=None, help="backlog size in MiB (default: the benchmark's own)")
+    args = parser.parse_args()
+    module = importlib.import_module(BENCHMARKS[args.name])
+    return module.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Upload throughput: drain a backlog of rolled segments to an S3 server, beside aws-cli.
+
+Method: a simulated broker writes a backlog (default 768 MiB of eligible segments, 64 MiB
+each, incompressible-ish record values) into a temporary log dir; an S3 server (moto's server
+mode) runs on loopback in a process of its own. Then, in the same run and against the same server:
+
+1. `tiering run --once` uploads every eligible segment with its index files and manifest;
+2. `aws s3 cp --recursive` uploads the same .log and index files (hard links in a staging
+   dir) to another prefix, with the same concurrency and part size.
+
+Each uploader runs as a child process; its CPU time (user + system) and peak RSS come from
+wait4()'s rusage, so the S3 server's own work is not counted. The page cache is warm for
+both (the files were just written). MB/s is payload bytes / wall time (1 MB = 10^6 bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+from bench.machine import describe
+from tiering.demo import free_port
+from tiering.kafka.batches import scan_segment
+from tiering.kafka.eligibility import TopicFilter, plan_partition
+from tiering.kafka.logdir import scan_log_dirs
+from tiering.simulate import SimulatedBroker
+
+BUCKET = "bench"
+SEGMENT_BYTES = 64 * 1024 * 1024
+PARTITIONS = 4
+CONCURRENCY = 8
+PART_BYTES = 16 * 1024 * 1024
+# alternating, so neither uploader always runs first (or on a colder server)
+ORDER = ("tiering", "aws-cli", "aws-cli", "tiering", "tiering", "aws-cli")
+
+
+def build_backlog(log_dir: Path, mib: int) -> list[Path]:
+    """Write at least `mib` MiB of rolled segments; returns the files an offloader must copy."""
+    broker = SimulatedBroker(log_dir, segment_bytes=SEGMENT_BYTES, seed=1,
+                             clock_ms=lambda: 1_700_000_000_000)
+    broker.create_topic("backlog", PARTITIONS)
+    per_partition = -(-mib * 1024 * 1024 // PARTITIONS)
+    for p in range(PARTITIONS):
+        while broker.next_offset("backlog", p) * 4_100 < per_partition:
+            broker.produce("backlog", p, 1600, value_size=4000, batch_records=16)
+        broker.roll("backlog", p)
+    broker.close()
+    scan = scan_log_dirs([log_dir])
+    files = []
+    for partition in scan.partitions:
+        for segment, verdict in plan_partition(partition, scan.log_dirs[0], TopicFilter()):
+            if verdict.eligible:
+                files.append(segment.log_path)
+                files += [path for _, path in segment.index_paths]
+                if segment.snapshot_path:
+                    files.append(segment.snapshot_path)
+    return files
+
+
+def start_server_process() -> tuple[subprocess.Popen, str]:
+    """moto's server in its own process: a forked child's ru_maxrss counts the parent's resident
+    pages up to exec, so a server holding the uploaded bytes in this process would inflate the
+    peak RSS measured for every uploader."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
+                                "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).read()
+            return process, endpoint
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise SystemExit("bench: the moto server did not start")
+            time.sleep(0.2)
+
+
+def integrity_walk_cpu(files: list[Path]) -> float:
+    """CPU seconds of the pre-upload integrity walk alone (every batch's CRC-32C and the file's)."""
+    started = time.process_time()
+    for path in files:
+        if path.suffix == ".log":
+            base = int(path.stem)
+            with open(path, "rb", buffering=0) as stream:
+                scan_segment(stream, path.stat().st_size, base, None)
+    return time.process_time() - started
+
+
+def measure(argv: list[str], env: dict) -> dict:
+    started = time.monotonic()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"bench: {argv[0]} failed with exit {code}: {stderr.strip()[-500:]}")
+    return {"wall_seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "peak_rss_bytes": usage.ru_maxrss * 1024}
+
+
+def remote_bytes(client, prefix: str) -> int:
+    total = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        total += sum(item["Size"] for item in page.get("Contents", []))
+    return total
+
+
+def main(args) -> int:
+    mib = args.mib or 800  # comes out at >= 768 MiB of eligible segments
+    work = Path(tempfile.mkdtemp(prefix="tiering-bench-"))
+    server, endpoint = start_server_process()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        log_dir = work / "logs"
+        files = build_backlog(log_dir, mib)
+        payload = sum(f.stat().st_size for f in files)
+        client = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench-secret").client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+
+        config = work / "tiering.toml"
+        config.write_text(f"""
+[kafka]
+log_dirs = ["{log_dir}"]
+[store]
+bucket = "{BUCKET}"
+prefix = "tiering/"
+endpoint_url = "{endpoint}"
+addressing_style = "path"
+[upload]
+concurrency = {CONCURRENCY}
+part_size_bytes = {PART_BYTES}
+[state]
+dir = "{work / 'state'}"
+[metrics]
+listen = ""
+""")
+        staging = work / "staging"
+        for f in files:
+            target = staging / f.parent.name / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, target)
+        aws_config = work / "aws-config"
+        aws_config.write_text(f"[default]\ns3 =\n  max_concurrent_requests = {CONCURRENCY}\n"
+                              f"  multipart_threshold = {PART_BYTES}\n  multipart_chunksize = {PART_BYTES}\n")
+        aws = shutil.which("aws", path=os.path.dirname(sys.executable)) or shutil.which("aws")
+        if aws is None:
+            raise SystemExit("bench: aws-cli is not installed: pip install -e '.[bench]'")
+        commands = {
+            "tiering": ([sys.executable, "-m", "tiering", "run", "--once", "--config", str(config)], env, "tiering/"),
+            "aws-cli": ([aws, "s3", "cp", "--recursive", "--only-show-errors", "--endpoint-url", endpoint,
+                         str(staging), f"s3://{BUCKET}/awscli/"], {**env, "AWS_CONFIG_FILE": str(aws_config)}, "awscli/"),
+        }
+        os.sync()  # the backlog's dirty pages are on disk before anything is timed
+        # Warm the server (imports, first allocations) so the first measured run is not charged for it.
+        client.upload_file(str(files[0]), BUCKET, "warm-up")
+        walk = integrity_walk_cpu(files)
+        runs: dict[str, list[dict]] = {"tiering": [], "aws-cli": []}
+        for name in ORDER:
+            argv, run_env, prefix = commands[name]
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
+            client.create_bucket(Bucket=BUCKET)
+            shutil.rmtree(work / "state", ignore_errors=True)
+            run = measure(argv, run_env)
+            run["stored_bytes"] = remote_bytes(client, prefix)
+            runs[name].append(run)
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    result = {"benchmark": "upload", "machine": describe(), "backlog_bytes": payload, "files": len(files),
+              "concurrency": CONCURRENCY, "part_size_bytes": PART_BYTES, "server": "moto (server mode, loopback)",
+              "integrity_walk_cpu_seconds_per_gb": walk / (payload / 1e9), "runs": {}}
+    for name, measured in runs.items():
+        def median(field: str) -> float:
+            return statistics.median(r[field] for r in measured)
+        result["runs"][name] = {
+            "mb_per_second": payload / median("wall_seconds") / 1e6,
+            "cpu_seconds_per_gb": median("cpu_seconds") / (payload / 1e9),
+            "peak_rss_mib": max(r["peak_rss_bytes"] for r in measured) / 2**20,
+            "each": measured,
+        }
+    Path(__file__).parent.joinpath("results").mkdir(exist_ok=True)
+    Path(__file__).parent.joinpath("results", "upload.json").write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        m = result["machine"]
+        print(f"upload benchmark: {payload / 2**20:.0f} MiB in {len(files)} files, concurrency {CONCURRENCY}, "
+              f"part {PART_BYTES // 2**20} MiB, moto server on loopback")
+        print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
+              f"Linux {m['kernel']}, Python {m['python']}")
+        print(f"median of {len(ORDER) // 2} runs each, order {', '.join(ORDER)}")
+        print(f"{'':10}{'MB/s':>8}{'CPU s/GB':>10}{'peak RSS MiB':>14}  wall s (each run)")
+        for name, r in result["runs"].items():
+            walls = ", ".join(f"{x['wall_seconds']:.1f}" for x in r["each"])
+            print(f"{name:10}{r['mb_per_second']:8.1f}{r['cpu_seconds_per_gb']:10.2f}{r['peak_rss_mib']:14.1f}  {walls}")
+        print(f"of which tiering's integrity walk (batch CRCs before upload): "
+              f"{result['integrity_walk_cpu_seconds_per_gb']:.2f} CPU s/GB")
+    return 0
