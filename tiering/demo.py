@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tiering.cli.run import exit_code_for
-from tiering.cli.status import _print_table, collect
+from tiering.cli.status import print_table, collect
 from tiering.config import load_config
 from tiering.errors import UsageError
 from tiering.kafka.checkpoints import TopicPartition
@@ -154,4 +154,4 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
 def _show_status(config: Any, say: Any) -> None:
     say("== tiering status")
     document, rows, _ = collect(config)
-    _print_table(rows, document)
+    print_table(rows, document)

@@ -10,14 +10,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from tiering.clock import Clock
 from tiering.journal import Journal, SegmentId, SegmentState
 from tiering.store.errors import StoreError
 from tiering.store.keys import MANIFEST_SUFFIX, SegmentKeys, parse_key
 from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
-from tiering.store.protocol import ObjectStore
+from tiering.store.protocol import ObjectInfo, ObjectStore
 from tiering.upload.segment import discard_attempt
 
 STORE_SYNCED = "store_synced"
@@ -38,10 +38,10 @@ def record_uploaded(journal: Journal, manifest: SegmentManifest, manifest_key: s
                           manifest.total_bytes, manifest_key, now_ms)
 
 
-def read_manifests(store: ObjectStore, prefix: str) -> tuple[list[tuple[str, SegmentManifest]], list[RemoteProblem]]:
-    """Every valid manifest under `prefix`, and one problem line for each that is not."""
+def read_manifests(store: ObjectStore, listing: Iterable[ObjectInfo]) -> tuple[list[tuple[str, SegmentManifest]], list[RemoteProblem]]:
+    """Every valid manifest in a listing, and one problem line for each that is not."""
     manifests, problems = [], []
-    for info in store.list_objects(prefix):
+    for info in listing:
         if not info.key.endswith("." + MANIFEST_SUFFIX):
             continue
         if parse_key(info.key) is None:
@@ -61,7 +61,7 @@ def read_manifests(store: ObjectStore, prefix: str) -> tuple[list[tuple[str, Seg
 
 def rebuild_journal(journal: Journal, store: ObjectStore, prefix: str, clock: Clock) -> tuple[int, list[RemoteProblem]]:
     """Import every manifest in the store into a journal that has never seen the store."""
-    manifests, problems = read_manifests(store, prefix)
+    manifests, problems = read_manifests(store, store.list_objects(prefix))
     seen: dict[SegmentId, str] = {}
     for key, manifest in sorted(manifests, key=lambda item: item[1].created_at_ms):
         sid = segment_id(manifest)

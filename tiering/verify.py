@@ -27,7 +27,7 @@ class VerifyReport:
 
 def verify_store(store: ObjectStore, prefix: str, scan: LogDirScan) -> VerifyReport:
     listing = {info.key: info for info in store.list_objects(prefix)}
-    manifests, problems = read_manifests(store, prefix)
+    manifests, problems = read_manifests(store, listing.values())
     local_dirs = {(p.topic, p.topic_id, p.partition): p for p in scan.partitions}
     described: set[str] = set()
     objects = local_copies = 0

@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
         json.dump(document, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        _print_table(rows, document)
+        print_table(rows, document)
     if store_error:
         print(f"tiering: remote columns unavailable: {store_error}", file=sys.stderr)
     return EXIT_FAILED if store_error else EXIT_OK
@@ -69,7 +69,7 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
     return document, rows, store_error
 
 
-def _print_table(rows: list[PartitionStatus], document: dict) -> None:
+def print_table(rows: list[PartitionStatus], document: dict) -> None:
     header = ("PARTITION", "LOCAL", "REMOTE", "PENDING", "HIGHEST REMOTE", "TIERED", "LAST ERROR")
     table = [header]
     for r in rows:
