@@ -83,7 +83,7 @@ def start_server_process() -> tuple[subprocess.Popen, str]:
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
-                raise SystemExit("bench: the moto server did not start")
+                raise SystemExit("bench: the moto server did not start") from None
             time.sleep(0.2)
 
 
@@ -187,11 +187,9 @@ listen = ""
               "concurrency": CONCURRENCY, "part_size_bytes": PART_BYTES, "server": "moto (server mode, loopback)",
               "integrity_walk_cpu_seconds_per_gb": walk / (payload / 1e9), "runs": {}}
     for name, measured in runs.items():
-        def median(field: str) -> float:
-            return statistics.median(r[field] for r in measured)
         result["runs"][name] = {
-            "mb_per_second": payload / median("wall_seconds") / 1e6,
-            "cpu_seconds_per_gb": median("cpu_seconds") / (payload / 1e9),
+            "mb_per_second": payload / statistics.median(r["wall_seconds"] for r in measured) / 1e6,
+            "cpu_seconds_per_gb": statistics.median(r["cpu_seconds"] for r in measured) / (payload / 1e9),
             "peak_rss_mib": max(r["peak_rss_bytes"] for r in measured) / 2**20,
             "each": measured,
         }

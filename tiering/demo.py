@@ -11,11 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
+import boto3
+
 from tiering.cli.run import exit_code_for
 from tiering.cli.status import print_table, collect
 from tiering.config import load_config
 from tiering.errors import UsageError
-from tiering.kafka.checkpoints import TopicPartition
+from tiering.observability.logging import configure_logging
 from tiering.simulate import SimulatedBroker
 from tiering.verify import verify_store
 from tiering.kafka.logdir import scan_log_dirs
@@ -94,12 +96,10 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo-secret")
     workdir = Path(tempfile.mkdtemp(prefix="tiering-demo-"))
-    from tiering.observability.logging import configure_logging
     log = configure_logging(out)
     try:
         say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
         say(f"== S3-compatible server (moto) on {endpoint}, bucket '{BUCKET}'")
-        import boto3
         boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
 
         log_dir = workdir / "kafka-logs"

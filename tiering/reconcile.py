@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 from tiering.clock import Clock
 from tiering.journal import Journal, SegmentId, SegmentState
-from tiering.store.errors import StoreError
+from tiering.store.errors import ErrorClass, StoreError
 from tiering.store.keys import MANIFEST_SUFFIX, SegmentKeys, parse_key
 from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
 from tiering.store.protocol import ObjectInfo, ObjectStore
@@ -52,7 +52,7 @@ def read_manifests(store: ObjectStore, listing: Iterable[ObjectInfo]) -> tuple[l
         except ManifestError as exc:
             problems.append(RemoteProblem(info.key, f"invalid manifest, ignored: {exc}"))
         except StoreError as exc:
-            if exc.retryable or exc.error_class.value == "not_found":
+            if exc.retryable or exc.error_class is ErrorClass.NOT_FOUND:
                 problems.append(RemoteProblem(info.key, f"manifest could not be read: {exc.detail}"))
             else:
                 raise

@@ -24,13 +24,11 @@ import crc32c
 
 from tiering.kafka.checkpoints import (EpochEntry, TopicPartition, format_leader_epoch_checkpoint,
                                        format_offset_checkpoint)
+from tiering.kafka.indexes import OFFSET_ENTRY, TIME_ENTRY, TXN_ENTRY
 from tiering.kafka.names import segment_file_name
 from tiering.kafka.records import CONTROL_ABORT, CONTROL_COMMIT, build_batch, control_record
 
 PREALLOCATED_INDEX_BYTES = 10 * 1024 * 1024
-OFFSET_ENTRY = struct.Struct(">ii")
-TIME_ENTRY = struct.Struct(">qi")
-TXN_ENTRY = struct.Struct(">hqqqq")
 _SNAPSHOT_ENTRY = struct.Struct(">qhiqiqiq")
 
 
@@ -99,7 +97,6 @@ class _PartitionLog:
             return
         if seg.max_timestamp > seg.last_time_entry:  # Kafka's final maybeAppend on roll
             self._append_time_entry(seg)
-        seg.log.flush()
         os.fsync(seg.log.fileno())
         seg.log.close()
         os.ftruncate(seg.index_fd, seg.index_entries * OFFSET_ENTRY.size)

@@ -69,15 +69,15 @@ def group_remote(listing: list[ObjectInfo]) -> dict[tuple[str, str, int], Remote
         by_stem[parsed.stem].append(info)
         if parsed.is_manifest:
             manifests[parsed.stem] = (parsed, info.key)
-    grouped: dict[tuple[str, str, int], RemoteSegments] = {}
+    segments: dict[tuple[str, str, int], dict[int, str]] = defaultdict(dict)
+    sizes: dict[tuple[str, str, int], int] = defaultdict(int)
     for stem, (parsed, key) in manifests.items():
-        group = grouped.setdefault((parsed.topic, parsed.topic_id, parsed.partition), RemoteSegments({}, 0))
-        if parsed.base_offset in group.segments:
+        partition = (parsed.topic, parsed.topic_id, parsed.partition)
+        if parsed.base_offset in segments[partition]:
             continue  # a duplicate manifest for the same segment: counted once
-        group.segments[parsed.base_offset] = key
-        grouped[(parsed.topic, parsed.topic_id, parsed.partition)] = RemoteSegments(
-            group.segments, group.bytes + sum(o.size for o in by_stem[stem]))
-    return grouped
+        segments[partition][parsed.base_offset] = key
+        sizes[partition] += sum(o.size for o in by_stem[stem])
+    return {partition: RemoteSegments(found, sizes[partition]) for partition, found in segments.items()}
 
 
 def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[ObjectInfo] | None,

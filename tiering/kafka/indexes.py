@@ -12,8 +12,9 @@ import struct
 
 OFFSET_ENTRY = struct.Struct(">ii")
 TIME_ENTRY = struct.Struct(">qi")
-TXN_ENTRY_SIZE = 34
-ENTRY_SIZES = {"index": OFFSET_ENTRY.size, "timeindex": TIME_ENTRY.size, "txnindex": TXN_ENTRY_SIZE}
+# version, producerId, firstOffset, lastOffset, lastStableOffset (one per aborted transaction)
+TXN_ENTRY = struct.Struct(">hqqqq")
+ENTRY_SIZES = {"index": OFFSET_ENTRY.size, "timeindex": TIME_ENTRY.size, "txnindex": TXN_ENTRY.size}
 
 
 class CorruptIndex(ValueError):
