@@ -81,6 +81,18 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    """How `tiering run` (without --once) watches and cleans up (an extension of design.md)."""
+
+    watch: bool = True                        # inotify hints; the reconcile scan runs either way
+    reconcile_interval_ms: int = 60_000
+    shutdown_grace_ms: int = 8_000            # uploads in flight get this long after SIGTERM
+    sweep_interval_ms: int = 3_600_000        # stale multipart uploads and orphans
+    stale_multipart_ms: int = 3_600_000
+    orphan_ms: int = 86_400_000
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     store: StoreConfig
@@ -90,6 +102,7 @@ class Config:
     read: ReadConfig = field(default_factory=ReadConfig)
     state: StateConfig = field(default_factory=StateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
     def retention_for(self, topic: str) -> RetentionPolicy:
         return self.topics.get(topic, self.retention)
@@ -129,7 +142,7 @@ class _Reader:
         self.problems: list[str] = []
 
     def config(self) -> Config | None:
-        known = {"kafka", "store", "upload", "retention", "topics", "read", "state", "metrics"}
+        known = {"kafka", "store", "upload", "retention", "topics", "read", "state", "metrics", "daemon"}
         self._unknown("", self.document, known)
         kafka = self._kafka(self._table("kafka", required=True))
         store = self._store(self._table("store", required=True))
@@ -144,9 +157,10 @@ class _Reader:
         read = self._read(self._table("read"))
         state = self._state(self._table("state"))
         metrics = self._metrics(self._table("metrics"))
+        daemon = self._daemon(self._table("daemon"))
         if self.problems:
             return None
-        return Config(kafka, store, upload, retention, MappingProxyType(topics), read, state, metrics)
+        return Config(kafka, store, upload, retention, MappingProxyType(topics), read, state, metrics, daemon)
 
     # -- sections --------------------------------------------------------------------
 
@@ -255,6 +269,26 @@ class _Reader:
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 self.problems.append(f"metrics.listen: must be \"host:port\" or \"\" to disable, got {listen!r}")
         return MetricsConfig(listen=listen)
+
+    def _daemon(self, t: Mapping[str, Any]) -> DaemonConfig:
+        d = DaemonConfig()
+        self._unknown("daemon", t, {"watch", "reconcile_interval_ms", "shutdown_grace_ms", "sweep_interval_ms",
+                                    "stale_multipart_ms", "orphan_ms"})
+        grace = self._at_least("daemon", t, "shutdown_grace_ms", d.shutdown_grace_ms, 0, parse_duration_ms)
+        if grace > 9_000:
+            # systemd and operators expect an exit within 10 s of SIGTERM; cleanup needs the rest
+            self.problems.append(f"daemon.shutdown_grace_ms: must be at most 9s, got {grace}")
+        return DaemonConfig(
+            watch=self._bool("daemon", t, "watch", d.watch),
+            reconcile_interval_ms=self._at_least("daemon", t, "reconcile_interval_ms", d.reconcile_interval_ms,
+                                                 100, parse_duration_ms),
+            shutdown_grace_ms=grace,
+            sweep_interval_ms=self._at_least("daemon", t, "sweep_interval_ms", d.sweep_interval_ms, 1000,
+                                             parse_duration_ms),
+            stale_multipart_ms=self._at_least("daemon", t, "stale_multipart_ms", d.stale_multipart_ms, 0,
+                                              parse_duration_ms),
+            orphan_ms=self._at_least("daemon", t, "orphan_ms", d.orphan_ms, 0, parse_duration_ms),
+        )
 
     # -- typed getters ------------------------------------------------------------------
 

@@ -1,20 +1,21 @@
-"""`tiering run --config F [--once]`: offload every eligible rolled segment."""
+"""`tiering run --config F [--once]`: offload every eligible rolled segment (a daemon, or one pass)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-import threading
+from typing import Any
 
 from tiering.cli.main import add_config_argument
 from tiering.config import load_config
-from tiering.errors import EXIT_FAILED, EXIT_OK
+from tiering.errors import EXIT_FAILED, EXIT_OK, TieringError
 from tiering.observability.logging import configure_logging
 from tiering.upload.offload_pass import PassReport
-from tiering.wiring import open_offloader, open_store
+from tiering.wiring import open_daemon, open_offloader, open_store
 
-PASS_INTERVAL_SECONDS = 30.0
+EXIT_INTERRUPTED = 130   # a second Ctrl-C: the shell's convention for death by SIGINT
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,29 +28,47 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     log = configure_logging(sys.stdout)
-    store = open_store(config)
-    offloader = open_offloader(config, store, log)
-    try:
-        if args.once:
+    if args.once:
+        store = open_store(config)
+        offloader = open_offloader(config, store, log)
+        try:
             return exit_code_for(offloader.run_pass())
-        return _loop(offloader, log)
-    finally:
-        offloader.journal.close()
-        store.close()
+        finally:
+            offloader.journal.close()
+            store.close()
+    return _daemon(args.config, config, log)
 
 
-def _loop(offloader, log) -> int:
-    """Pass after pass until SIGTERM/SIGINT; a pass in progress finishes its uploads first."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    log.info("tiering started", pass_interval_seconds=PASS_INTERVAL_SECONDS)
-    while not stop.is_set():
-        report = offloader.run_pass()
-        if report.fatal is not None:
-            print(f"tiering: {report.fatal}", file=sys.stderr)
-        stop.wait(PASS_INTERVAL_SECONDS)
-    log.info("tiering stopped")
+def _daemon(config_path: str, config: Any, log: Any) -> int:
+    daemon = open_daemon(config_path, config, log)
+    try:
+        daemon.start_endpoints()
+    except OSError as exc:
+        daemon.journal.close()
+        raise TieringError(f"metrics.listen {config.metrics.listen}: cannot listen ({exc.strerror}); "
+                           "free the port or change metrics.listen (\"\" disables it)") from None
+    interrupts = 0
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            log.warning("second interrupt: exiting at once; the next start settles uploads left open")
+            sys.stdout.flush()
+            os._exit(EXIT_INTERRUPTED)
+        daemon.request_stop()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
+    finished = daemon.run()
+    daemon.journal.close()
+    if not finished:
+        # A worker is stuck in a request the cancel cannot reach; its journal row says
+        # `uploading`, and the next start settles it. Exit now rather than hang past systemd's stop timeout.
+        sys.stdout.flush()
+        os._exit(EXIT_OK)
+    daemon.store.close()
     return EXIT_OK
 
 

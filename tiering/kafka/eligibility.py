@@ -27,6 +27,9 @@ class TopicFilter:
 class Verdict:
     eligible: bool
     reason: str = ""
+    # Rolled but not yet below the high watermark: becomes eligible when the broker's
+    # next replication-offset-checkpoint moves past it.
+    awaits_high_watermark: bool = False
 
 
 ELIGIBLE = Verdict(True)
@@ -56,10 +59,10 @@ def segment_verdict(segment: LocalSegment, partition_problem: str | None,
     if segment.is_active:
         return Verdict(False, "active segment (still being written)")
     if high_watermark is None:
-        return Verdict(False, "no high watermark for this partition in replication-offset-checkpoint")
+        return Verdict(False, "no high watermark for this partition in replication-offset-checkpoint", True)
     assert segment.end_offset is not None
     if segment.end_offset >= high_watermark:
-        return Verdict(False, f"above the high watermark (end offset {segment.end_offset} >= {high_watermark})")
+        return Verdict(False, f"above the high watermark (end offset {segment.end_offset} >= {high_watermark})", True)
     return ELIGIBLE
 
 

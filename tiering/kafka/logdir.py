@@ -123,14 +123,8 @@ def scan_log_dirs(log_dirs: tuple[Path, ...] | list[Path]) -> LogDirScan:
     return LogDirScan(tuple(states), tuple(partitions), tuple(anomalies))
 
 
-def _scan_log_dir(root: Path) -> tuple[LogDirState | None, list[LocalPartition], list[Anomaly]]:
-    anomalies: list[Anomaly] = []
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except FileNotFoundError:
-        return None, [], [Anomaly(str(root), "log dir does not exist (check kafka.log_dirs)")]
-    except OSError as exc:
-        return None, [], [Anomaly(str(root), f"log dir cannot be listed: {exc.strerror}")]
+def read_log_dir_state(root: Path, anomalies: list[Anomaly]) -> LogDirState:
+    """The log dir's checkpoints and broker id (a few small files)."""
     high_watermarks = _checkpoint(root / HIGH_WATERMARK_FILE, anomalies)
     log_starts = _checkpoint(root / LOG_START_FILE, anomalies)
     compacted = frozenset(_checkpoint(root / CLEANER_FILE, anomalies))
@@ -139,26 +133,51 @@ def _scan_log_dir(root: Path) -> tuple[LogDirState | None, list[LocalPartition],
         broker_id = broker_id_from_meta(parse_properties((root / "meta.properties").read_text()))
     except (OSError, UnicodeDecodeError):
         pass
-    state = LogDirState(root, high_watermarks, compacted, log_starts, broker_id)
+    return LogDirState(root, high_watermarks, compacted, log_starts, broker_id)
 
+
+def list_log_dir(root: Path, anomalies: list[Anomaly]) -> list[os.DirEntry] | None:
+    """The log dir's entries sorted by name, or None (with an anomaly) when it cannot be listed."""
+    try:
+        return sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        anomalies.append(Anomaly(str(root), "log dir does not exist (check kafka.log_dirs)"))
+    except OSError as exc:
+        anomalies.append(Anomaly(str(root), f"log dir cannot be listed: {exc.strerror}"))
+    return None
+
+
+def partition_entry(entry: os.DirEntry, anomalies: list[Anomaly]) -> tuple[str, int] | None:
+    """(topic, partition) when a log-dir entry is a partition dir we may scan."""
+    if entry.is_symlink():
+        anomalies.append(Anomaly(entry.path, "symbolic link inside the log dir: not followed"))
+        return None
+    if not entry.is_dir(follow_symlinks=False):
+        return None
+    parsed = parse_partition_dir(entry.name)
+    if parsed.kind is DirKind.IGNORED:
+        return None
+    if parsed.kind is DirKind.UNKNOWN:
+        anomalies.append(Anomaly(entry.path, f"skipped: {parsed.reason}"))
+        return None
+    return parsed.topic, parsed.partition
+
+
+def _scan_log_dir(root: Path) -> tuple[LogDirState | None, list[LocalPartition], list[Anomaly]]:
+    anomalies: list[Anomaly] = []
+    entries = list_log_dir(root, anomalies)
+    if entries is None:
+        return None, [], anomalies
+    state = read_log_dir_state(root, anomalies)
     partitions = []
     for entry in entries:
-        if entry.is_symlink():
-            anomalies.append(Anomaly(entry.path, "symbolic link inside the log dir: not followed"))
-            continue
-        if not entry.is_dir(follow_symlinks=False):
-            continue
-        parsed = parse_partition_dir(entry.name)
-        if parsed.kind is DirKind.IGNORED:
-            continue
-        if parsed.kind is DirKind.UNKNOWN:
-            anomalies.append(Anomaly(entry.path, f"skipped: {parsed.reason}"))
-            continue
-        partitions.append(_scan_partition(root, Path(entry.path), parsed.topic, parsed.partition, anomalies))
+        named = partition_entry(entry, anomalies)
+        if named is not None:
+            partitions.append(scan_partition(root, Path(entry.path), named[0], named[1], anomalies))
     return state, partitions, anomalies
 
 
-def _scan_partition(root: Path, path: Path, topic: str, partition: int,
+def scan_partition(root: Path, path: Path, topic: str, partition: int,
                     anomalies: list[Anomaly]) -> LocalPartition:
     logs: dict[int, int] = {}          # base offset -> size
     companions: dict[int, dict[str, Path]] = {}

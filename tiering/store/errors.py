@@ -44,9 +44,17 @@ _RETRYABLE_CODES = {
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
 
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+_CHECKSUM_CODES = {"BadDigest", "XAmzContentSHA256Mismatch"}
+
+
 class StoreError(TieringError):
-    def __init__(self, error_class: ErrorClass, operation: str, key: str, detail: str, hint: str = ""):
+    def __init__(self, error_class: ErrorClass, operation: str, key: str, detail: str, hint: str = "",
+                 reason: str = "other"):
         self.error_class = error_class
+        # A small fixed vocabulary (throttled, server_error, network, timeout, checksum, other)
+        # for metric labels; the detail stays in the message.
+        self.reason = reason
         self.operation = operation
         self.key = key
         self.detail = detail
@@ -74,15 +82,20 @@ def classify(exc: BaseException, operation: str, key: str) -> StoreError:
                               _FATAL_HINTS.get(code, _FATAL_HINTS["AccessDenied"]))
         # Redpanda's lesson: 500, 503 and empty-body errors are the store asking us to slow down.
         if code in _RETRYABLE_CODES or status >= 500 or status == 429 or not code:
-            return StoreError(ErrorClass.RETRYABLE, operation, key, detail)
+            reason = ("throttled" if code in _THROTTLE_CODES or status in (429, 503) else
+                      "checksum" if code in _CHECKSUM_CODES else
+                      "timeout" if code == "RequestTimeout" else
+                      "server_error" if status >= 500 or code in ("InternalError", "ServiceUnavailable") else "other")
+            return StoreError(ErrorClass.RETRYABLE, operation, key, detail, reason=reason)
         return StoreError(ErrorClass.FATAL, operation, key, detail, "the store refused the request")
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return StoreError(ErrorClass.FATAL, operation, key, str(exc),
                           "provide credentials through the standard AWS chain (AWS_ACCESS_KEY_ID/"
                           "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role)")
-    if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
-                        ResponseStreamingError, ConnectionError, TimeoutError)):
-        return StoreError(ErrorClass.RETRYABLE, operation, key, f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
+        return StoreError(ErrorClass.RETRYABLE, operation, key, f"{type(exc).__name__}: {exc}", reason="timeout")
+    if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ResponseStreamingError, ConnectionError)):
+        return StoreError(ErrorClass.RETRYABLE, operation, key, f"{type(exc).__name__}: {exc}", reason="network")
     if isinstance(exc, BotoCoreError):
         return StoreError(ErrorClass.RETRYABLE, operation, key, f"{type(exc).__name__}: {exc}")
     raise exc

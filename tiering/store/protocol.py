@@ -44,3 +44,6 @@ class ObjectStore(Protocol):
     def list_multipart_uploads(self, prefix: str) -> Iterator[MultipartUpload]: ...
 
     def abort_multipart_upload(self, key: str, upload_id: str) -> None: ...
+
+    def cancel_transfers(self) -> None:
+        """Make uploads in progress fail promptly (shutdown after the grace period)."""

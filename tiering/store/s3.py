@@ -10,17 +10,20 @@ sends a CRC32 checksum with each PUT and part, which the store verifies.
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import boto3
 from botocore.config import Config as BotoConfig
 from s3transfer.manager import TransferConfig, TransferManager
+from s3transfer.subscribers import BaseSubscriber
 
 from tiering import __version__
 from tiering.config import StoreConfig, UploadConfig
 from tiering.store.errors import ErrorClass, StoreError, classify
 from tiering.store.protocol import MultipartUpload, ObjectInfo
+from tiering.upload.ratelimit import Cancelled, RateLimiter
 
 REQUEST_ATTEMPTS = 5
 
@@ -39,27 +42,58 @@ def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
     return boto3.session.Session().client("s3", endpoint_url=store.endpoint_url, config=config)
 
 
+class _Throttled(BaseSubscriber):
+    """Charges the process-wide limiter as s3transfer hands bytes to the socket.
+
+    s3transfer reports progress from the thread that sends the body, only while the body is
+    really being transferred (not while botocore reads it for a checksum), and with negative
+    amounts when a retry rewinds; blocking here therefore paces the bytes on the wire.
+    """
+
+    def __init__(self, limiter: RateLimiter):
+        self._limiter = limiter
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        if bytes_transferred > 0:
+            self._limiter.charge(bytes_transferred)
+
+
 class S3Store:
-    def __init__(self, client: Any, bucket: str, upload: UploadConfig, storage_class: str = "STANDARD"):
+    def __init__(self, client: Any, bucket: str, upload: UploadConfig, storage_class: str = "STANDARD",
+                 limiter: RateLimiter | None = None):
         self.client = client
         self.bucket = bucket
         self.storage_class = storage_class
+        self.limiter = limiter
         self._extra: dict[str, str] = {} if storage_class == "STANDARD" else {"StorageClass": storage_class}
+        self._subscribers = [_Throttled(limiter)] if limiter is not None else []
+        self._closed = False
         self._transfers = TransferManager(client, TransferConfig(
             multipart_threshold=upload.part_size_bytes,
             multipart_chunksize=upload.part_size_bytes,
             max_request_concurrency=upload.concurrency,
-            max_bandwidth=upload.rate_limit_bytes_per_second or None,
         ))
 
     @classmethod
-    def from_config(cls, store: StoreConfig, upload: UploadConfig) -> S3Store:
+    def from_config(cls, store: StoreConfig, upload: UploadConfig, limiter: RateLimiter | None = None) -> S3Store:
         # s3transfer's request threads and the segment workers' small requests each need a
         # connection; a pool smaller than both makes urllib3 drop and reopen connections.
-        return cls(make_client(store, pool_size=2 * upload.concurrency + 4), store.bucket, upload, store.storage_class)
+        return cls(make_client(store, pool_size=2 * upload.concurrency + 4), store.bucket, upload,
+                   store.storage_class, limiter)
 
     def close(self) -> None:
-        self._transfers.shutdown()
+        if not self._closed:
+            self._closed = True
+            self._transfers.shutdown()
+
+    def cancel_transfers(self) -> None:
+        """Stop every transfer in progress (shutdown after the grace period); s3transfer
+        aborts the multipart uploads it started, and senders blocked on the limiter wake."""
+        if self.limiter is not None:
+            self.limiter.cancel()
+        if not self._closed:
+            self._closed = True
+            self._transfers.shutdown(cancel=True, cancel_msg="tiering is shutting down")
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -68,7 +102,8 @@ class S3Store:
         # flat whatever the part size. (Handing it open file objects instead makes it read
         # whole parts into memory; measured, that took peak RSS from ~100 MiB to 1.4 GiB at
         # concurrency 8 and 16 MiB parts, far past the configured budget.)
-        futures = [(key, self._transfers.upload(str(path), self.bucket, key, extra_args=dict(self._extra)))
+        futures = [(key, self._transfers.upload(str(path), self.bucket, key, extra_args=dict(self._extra),
+                                                subscribers=self._subscribers))
                    for key, path in items]
         failure: StoreError | None = None
         for key, future in futures:
@@ -77,12 +112,19 @@ class S3Store:
             except FileNotFoundError as exc:
                 failure = failure or StoreError(ErrorClass.RETRYABLE, "upload", key,
                                                 f"local file vanished during the upload: {exc.filename}")
+            except (Cancelled, CancelledError):
+                failure = failure or StoreError(ErrorClass.RETRYABLE, "upload", key, "cancelled: shutting down")
             except Exception as exc:  # classified below; anything unknown re-raises there
                 failure = failure or classify(exc, "upload", key)
         if failure:
             raise failure
 
     def put_bytes(self, key: str, data: bytes) -> str:
+        try:
+            if self.limiter is not None:
+                self.limiter.charge(len(data))
+        except Cancelled:
+            raise StoreError(ErrorClass.RETRYABLE, "put", key, "cancelled: shutting down") from None
         try:
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra)
         except Exception as exc:

@@ -29,7 +29,13 @@ from tiering.store.protocol import ObjectStore
 
 
 class BadSegment(Exception):
-    """The local segment is not fit to offload (corrupt, truncated, inconsistent); never retried."""
+    """The local segment is not fit to offload (corrupt, truncated, inconsistent); never retried
+    while the file stays as it is. `read_error`: the disk failed to read it (counts towards the
+    partition's circuit breaker)."""
+
+    def __init__(self, message: str, read_error: bool = False):
+        super().__init__(message)
+        self.read_error = read_error
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ def _check_log(segment: LocalSegment) -> SegmentSummary:
     except FileNotFoundError:
         raise BadSegment(f"{segment.log_path} disappeared before it was offloaded") from None
     except OSError as exc:
-        raise BadSegment(f"cannot read {segment.log_path}: {exc.strerror}") from None
+        raise BadSegment(f"cannot read {segment.log_path}: {exc.strerror}", read_error=True) from None
 
 
 def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[str, bytes]]:
@@ -140,5 +146,7 @@ def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
+    except FileNotFoundError:
+        raise BadSegment(f"{path} disappeared before it was offloaded") from None
     except OSError as exc:
-        raise BadSegment(f"cannot read {path}: {exc.strerror}") from None
+        raise BadSegment(f"cannot read {path}: {exc.strerror}", read_error=True) from None

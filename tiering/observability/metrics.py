@@ -1,0 +1,74 @@
+"""Prometheus metrics, on an explicit registry (tests and benchmarks use a fresh one).
+
+Names follow design.md: `tiering_` prefix, the unit in the name. Labels are from small fixed
+vocabularies (result, error class, reason), never keys, paths or anything from the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Roll-to-remote latency buckets: sub-second at idle up to hours for a deep backlog.
+LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 14400, float("inf"))
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    uploaded_segments: Counter
+    uploaded_bytes: Counter
+    backlog_segments: Gauge
+    backlog_bytes: Gauge
+    oldest_pending_age: Gauge
+    rate_limit_wait: Counter
+    retries: Counter
+    roll_to_remote: Histogram
+    in_flight: Gauge
+    muted_partitions: Gauge
+    reconciles: Counter
+    reconcile_duration: Gauge
+    partitions: Gauge
+    anomalies: Gauge
+    config_reloads: Counter
+    swept: Counter
+    ready: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        r = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=r,
+            uploaded_segments=Counter("tiering_upload_segments", "Segment upload attempts that ended, by result "
+                                      "(uploaded, retried, failed, bad_segment)", ["result"], registry=r),
+            uploaded_bytes=Counter("tiering_upload_bytes", "Bytes of segments (all their objects) whose upload "
+                                   "ended, by result", ["result"], registry=r),
+            backlog_segments=Gauge("tiering_upload_backlog_segments", "Eligible segments waiting to be "
+                                   "uploaded (not counting those in flight)", registry=r),
+            backlog_bytes=Gauge("tiering_upload_backlog_bytes", "Bytes of the segments waiting to be uploaded",
+                                registry=r),
+            oldest_pending_age=Gauge("tiering_upload_oldest_pending_age_seconds", "Age since its roll of the "
+                                     "oldest segment waiting or in flight (0 when none)", registry=r),
+            rate_limit_wait=Counter("tiering_upload_rate_limit_wait_seconds", "Time upload senders spent "
+                                    "waiting on the rate limit (summed over threads)", registry=r),
+            retries=Counter("tiering_upload_retries", "Segment uploads retried, by error class",
+                            ["error_class"], registry=r),
+            roll_to_remote=Histogram("tiering_roll_to_remote_seconds", "From a segment's roll (its last "
+                                     "change on disk) to its manifest being visible in the store",
+                                     buckets=LATENCY_BUCKETS, registry=r),
+            in_flight=Gauge("tiering_upload_in_flight_segments", "Segments being uploaded now", registry=r),
+            muted_partitions=Gauge("tiering_upload_muted_partitions", "Partitions muted by the circuit breaker "
+                                   "after repeated failures", registry=r),
+            reconciles=Counter("tiering_reconcile_scans", "Full reconcile scans of the log dirs", registry=r),
+            reconcile_duration=Gauge("tiering_reconcile_last_duration_seconds", "Duration of the last full "
+                                     "reconcile scan", registry=r),
+            partitions=Gauge("tiering_partitions", "Partitions found in the log dirs", registry=r),
+            anomalies=Gauge("tiering_log_dir_anomalies", "Log-dir entries skipped at the last scan "
+                            "(see the log events)", registry=r),
+            config_reloads=Counter("tiering_config_reloads", "SIGHUP reloads, by result (applied, rejected)",
+                                   ["result"], registry=r),
+            swept=Counter("tiering_sweep_removed", "Stale multipart uploads aborted and orphaned objects "
+                          "deleted by the periodic sweep", ["kind"], registry=r),
+            ready=Gauge("tiering_ready", "1 after the first complete reconcile scan", registry=r),
+        )

@@ -1,0 +1,349 @@
+"""The upload coordinator: the single owner of the journal, the backlog and the breakers.
+
+It runs on one thread (the caller's: `run --once`'s pass, or the daemon's loop); workers in
+a bounded pool only read local files and talk to the store. At most `upload.concurrency`
+segments are in flight; each holds at most its index files in memory (the .log streams from
+disk part by part), so memory is bounded by concurrency, not by the backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from tiering.clock import Clock
+from tiering.config import Config
+from tiering.journal import Journal, SegmentId, SegmentState
+from tiering.kafka.eligibility import TopicFilter, plan_partition
+from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirState
+from tiering.observability.metrics import Metrics
+from tiering.reconcile import record_uploaded
+from tiering.store.errors import StoreError
+from tiering.store.manifest import SegmentManifest
+from tiering.store.protocol import ObjectStore
+from tiering.upload.breaker import Breaker, BreakerPolicy
+from tiering.upload.queue import Backlog, Pending, UploadQueue
+from tiering.upload.retry import RetryPolicy
+from tiering.upload.segment import BadSegment, UploadTarget, offload_segment, target_for
+
+# After a fatal store error (credentials, permissions, bucket) the daemon stops uploading
+# for this long, then tries again: an operator may have fixed it meanwhile.
+FATAL_PAUSE_SECONDS = 60.0
+
+
+def new_uid() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    segment: LocalSegment
+    partition: LocalPartition
+    broker_id: int | None
+
+    @property
+    def id(self) -> SegmentId:
+        assert self.partition.topic_id is not None
+        return SegmentId(self.segment.topic, self.partition.topic_id, self.segment.partition, self.segment.base_offset)
+
+
+@dataclass(frozen=True)
+class SegmentFailure:
+    segment: SegmentId
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Offered:
+    queued: int
+    ineligible: int
+    already_remote: int
+    awaits_high_watermark: bool
+
+
+def rolled_at(segment: LocalSegment) -> float:
+    """When the segment was rolled, as near as the disk tells: the broker trims its index files
+    and appends the last time-index entry at the roll, so the newest mtime of its files."""
+    newest = 0.0
+    for path in (segment.log_path, *(p for _, p in segment.index_paths)):
+        try:
+            newest = max(newest, os.stat(path).st_mtime)
+        except OSError:
+            pass
+    return newest
+
+
+def fingerprint(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+class UploadCoordinator:
+    def __init__(self, config: Config, store: ObjectStore, journal: Journal, clock: Clock, log: Any, *,
+                 metrics: Metrics | None = None, retry: RetryPolicy | None = None,
+                 rng: random.Random | None = None, uid_factory: Callable[[], str] = new_uid,
+                 breaker: BreakerPolicy | None = None, wall: Callable[[], float] = time.time,
+                 stop_on_fatal: bool = True, keep_results: bool = True,
+                 on_done: Callable[[], None] = lambda: None):
+        self.config = config
+        self.store = store
+        self.journal = journal
+        self.clock = clock
+        self.log = log
+        self.metrics = metrics
+        self.retry = retry or RetryPolicy()
+        self.rng = rng or random.Random()
+        self.uid_factory = uid_factory
+        self.breaker_policy = breaker
+        self.wall = wall
+        self.stop_on_fatal = stop_on_fatal
+        self.keep_results = keep_results
+        self.on_done = on_done
+        self.queue = UploadQueue()
+        self.accepting = True
+        self.fatal: StoreError | None = None
+        self.uploaded: list[SegmentManifest] = []
+        self.failures: list[SegmentFailure] = []
+        self._pool = ThreadPoolExecutor(max_workers=config.upload.concurrency, thread_name_prefix="upload")
+        self._in_flight: dict[Future, tuple[Pending, UploadTarget]] = {}
+        self._in_flight_ids: set[SegmentId] = set()
+        self._breakers: dict[Any, Breaker] = {}
+        self._bad: dict[SegmentId, tuple[int, int] | None] = {}
+        self._remote: set[SegmentId] = set()
+        self._offered: dict[Path, tuple[tuple[object, ...], Offered]] = {}
+        self._paused_until = 0.0
+
+    # -- what to upload -----------------------------------------------------------------------
+
+    def offer(self, partition: LocalPartition, state: LogDirState, topic_filter: TopicFilter) -> Offered:
+        """Queue the partition's eligible segments that are not remote yet (replacing what was
+        queued for it). Cheap to repeat: an unchanged partition is not looked at twice."""
+        key = partition.path
+        # Only what this partition's plan depends on (not the whole log dir's checkpoints,
+        # which would make a reconcile of N partitions cost N squared).
+        inputs = (partition, state.high_watermarks.get(partition.tp), partition.tp in state.compacted,
+                  state.broker_id, topic_filter)
+        previous = self._offered.get(key)
+        if previous is not None and previous[0] == inputs:
+            return previous[1]
+        queued: list[Pending] = []
+        ineligible = already = 0
+        waiting = False
+        for segment, verdict in plan_partition(partition, state, topic_filter):
+            if not verdict.eligible:
+                ineligible += 1
+                waiting = waiting or verdict.awaits_high_watermark
+                continue
+            candidate = Candidate(segment, partition, state.broker_id)
+            sid = candidate.id
+            if sid in self._in_flight_ids:
+                continue
+            if self._is_remote(sid):
+                already += 1
+                continue
+            if sid in self._bad and self._bad[sid] == fingerprint(segment.log_path):
+                continue  # known bad and unchanged: reading it again would fail the same way
+            self._bad.pop(sid, None)
+            stamp = 0.0 if (key, segment.base_offset) in self.queue else rolled_at(segment)
+            queued.append(Pending(key, segment.base_offset, segment.size, stamp, candidate))
+        self.queue.set_partition(key, queued)
+        result = Offered(len(queued), ineligible, already, waiting)
+        self._offered[key] = (inputs, result)
+        return result
+
+    def forget(self, partition_path: Path) -> None:
+        """The partition dir is gone (topic deleted, partition moved): drop its backlog."""
+        self.queue.drop_partition(partition_path)
+        self._offered.pop(partition_path, None)
+        self._breakers.pop(partition_path, None)
+
+    def _is_remote(self, sid: SegmentId) -> bool:
+        if sid in self._remote:
+            return True
+        record = self.journal.get(sid)
+        if record is not None and record.state is SegmentState.UPLOADED:
+            self._remote.add(sid)
+            return True
+        return False
+
+    # -- running uploads ----------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def busy(self) -> bool:
+        return bool(self._in_flight) or len(self.queue) > 0
+
+    def pump(self) -> None:
+        """Start uploads while there is capacity and ready work."""
+        if not self.accepting or (self.fatal is not None and self.stop_on_fatal):
+            return
+        now = self.clock.monotonic()
+        if now < self._paused_until:
+            return
+
+        def allowed(partition: Any) -> bool:
+            breaker = self._breakers.get(partition)
+            return breaker is None or breaker.allows(now)
+
+        while len(self._in_flight) < self.config.upload.concurrency:
+            pending = self.queue.take(now, allowed)
+            if pending is None:
+                return
+            self._start(pending, now)
+
+    def settle_done(self, timeout: float | None = 0) -> int:
+        """Record finished uploads (waiting up to `timeout` for one); returns how many."""
+        if not self._in_flight:
+            return 0
+        done, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            self._settle(future)
+        return len(done)
+
+    def drain(self) -> None:
+        """Upload everything queued (one-shot mode): returns when nothing is left to try."""
+        while True:
+            self.pump()
+            next_ready = self.queue.next_ready_at()
+            stopped = self.fatal is not None and self.stop_on_fatal
+            if not self._in_flight:
+                if next_ready is None or stopped:
+                    return
+                self.clock.sleep(max(0.0, next_ready - self.clock.monotonic()))
+                continue
+            timeout = None if next_ready is None or stopped else max(0.0, next_ready - self.clock.monotonic())
+            self.settle_done(timeout)
+
+    def shutdown(self, grace_seconds: float) -> bool:
+        """Take no new work; let uploads in flight finish for `grace_seconds`, then cancel them.
+        Returns True when no upload is left running."""
+        self.accepting = False
+        deadline = self.clock.monotonic() + grace_seconds
+        while self._in_flight and self.clock.monotonic() < deadline:
+            self.settle_done(max(0.0, deadline - self.clock.monotonic()))
+        if self._in_flight:
+            self.log.warning("grace period over: cancelling uploads in flight", segments=len(self._in_flight))
+            self.store.cancel_transfers()
+            deadline = self.clock.monotonic() + 1.0
+            while self._in_flight and self.clock.monotonic() < deadline:
+                self.settle_done(max(0.0, deadline - self.clock.monotonic()))
+        finished = not self._in_flight
+        self._pool.shutdown(wait=finished, cancel_futures=True)
+        return finished
+
+    def backlog(self) -> Backlog:
+        """Queued segments, plus the roll time of the oldest one queued or in flight."""
+        queued = self.queue.backlog()
+        stamps = [p.rolled_at for p, _ in self._in_flight.values()]
+        if queued.oldest_rolled_at is not None:
+            stamps.append(queued.oldest_rolled_at)
+        return Backlog(queued.segments, queued.bytes, min(stamps) if stamps else None)
+
+    def busy_stems(self) -> set[str]:
+        """Key stems of the uploads in flight (the sweep must not touch them)."""
+        return {target.keys.stem for _, target in self._in_flight.values()}
+
+    def muted_partitions(self) -> int:
+        now = self.clock.monotonic()
+        return sum(1 for b in self._breakers.values() if b.is_open(now))
+
+    def _start(self, pending: Pending, now: float) -> None:
+        candidate: Candidate = pending.item  # type: ignore[assignment]
+        target = target_for(candidate.segment, candidate.partition, self.config.store.prefix,
+                            self.config.store.hash_prefix, candidate.broker_id, self.uid_factory())
+        self.journal.mark_uploading(candidate.id, target.keys.uid, candidate.segment.size, self.clock.now_ms())
+        breaker = self._breakers.get(pending.partition)
+        if breaker is not None:
+            self._breakers[pending.partition] = breaker.started(now)
+        future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms)
+        self._in_flight[future] = (pending, target)
+        self._in_flight_ids.add(candidate.id)
+        future.add_done_callback(lambda _: self.on_done())
+
+    def _settle(self, future: Future) -> None:
+        pending, target = self._in_flight.pop(future)
+        candidate: Candidate = pending.item  # type: ignore[assignment]
+        sid = candidate.id
+        self._in_flight_ids.discard(sid)
+        segment = candidate.segment
+        log = self.log.bind(topic=segment.topic, partition=segment.partition, base_offset=segment.base_offset)
+        now_ms, now = self.clock.now_ms(), self.clock.monotonic()
+        try:
+            manifest: SegmentManifest = future.result()
+        except BadSegment as exc:
+            self.journal.mark_failed(sid, str(exc), now_ms)
+            self._bad[sid] = fingerprint(segment.log_path)
+            log.error("segment skipped", reason=str(exc))
+            self._count("bad_segment", segment.size)
+            if exc.read_error:
+                self._breaker_failed(pending.partition, now, log)
+            self._failed(SegmentFailure(sid, str(segment.log_path), str(exc)))
+            return
+        except StoreError as exc:
+            self.journal.mark_failed(sid, str(exc), now_ms)
+            if exc.retryable:
+                self._breaker_failed(pending.partition, now, log)
+                attempts = pending.attempts + 1
+                if self.accepting and self.retry.should_retry(attempts):
+                    delay = self.retry.delay(attempts, self.rng)
+                    log.warning("segment upload failed, will retry", error=str(exc), attempt=attempts,
+                                retry_in_seconds=round(delay, 2))
+                    self._count("retried", segment.size)
+                    if self.metrics:
+                        self.metrics.retries.labels(exc.reason).inc()
+                    self.queue.push(replace(pending, attempts=attempts, not_before=now + delay))
+                    return
+                log.error("segment upload failed", error=str(exc), attempts=attempts)
+                self._count("failed", segment.size)
+                self._offered.pop(pending.partition, None)  # the next reconcile offers it afresh
+                self._failed(SegmentFailure(sid, str(segment.log_path), str(exc)))
+                return
+            log.error("store refused the upload", error=str(exc), error_class=exc.error_class.value)
+            self._count("failed", segment.size)
+            self.fatal = exc
+            if not self.stop_on_fatal:
+                self._paused_until = now + FATAL_PAUSE_SECONDS
+                self.queue.push(replace(pending, not_before=self._paused_until))
+            return
+        record_uploaded(self.journal, manifest, target.keys.manifest_key, now_ms)
+        self._remote.add(sid)
+        self._breakers.pop(pending.partition, None)
+        self.fatal = None if not self.stop_on_fatal else self.fatal
+        self._count("uploaded", manifest.total_bytes)
+        if self.metrics and pending.rolled_at > 0:
+            self.metrics.roll_to_remote.observe(max(0.0, self.wall() - pending.rolled_at))
+        if self.keep_results:
+            self.uploaded.append(manifest)
+        log.info("segment uploaded", bytes=manifest.total_bytes, end_offset=manifest.end_offset,
+                 key=target.keys.manifest_key)
+
+    def _breaker_failed(self, partition: Any, now: float, log: Any) -> None:
+        if self.breaker_policy is None:
+            return
+        before = self._breakers.get(partition, Breaker())
+        after = before.failed(now, self.breaker_policy)
+        self._breakers[partition] = after
+        if after.open_until is not None and after.times_opened > before.times_opened:
+            log.warning("partition muted after repeated upload failures",
+                        failures=after.consecutive_failures, retry_in_seconds=round(after.open_until - now, 1))
+
+    def _failed(self, failure: SegmentFailure) -> None:
+        if self.keep_results:
+            self.failures.append(failure)
+
+    def _count(self, result: str, nbytes: int) -> None:
+        if self.metrics:
+            self.metrics.uploaded_segments.labels(result).inc()
+            self.metrics.uploaded_bytes.labels(result).inc(nbytes)
