@@ -10,6 +10,7 @@ sends a CRC32 checksum with each PUT and part, which the store verifies.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -68,6 +69,8 @@ class S3Store:
         self._extra: dict[str, str] = {} if storage_class == "STANDARD" else {"StorageClass": storage_class}
         self._subscribers = [_Throttled(limiter)] if limiter is not None else []
         self._closed = False
+        self._lock = threading.Lock()
+        self._futures: set[Any] = set()
         self._transfers = TransferManager(client, TransferConfig(
             multipart_threshold=upload.part_size_bytes,
             multipart_chunksize=upload.part_size_bytes,
@@ -91,9 +94,12 @@ class S3Store:
         aborts the multipart uploads it started, and senders blocked on the limiter wake."""
         if self.limiter is not None:
             self.limiter.cancel()
-        if not self._closed:
-            self._closed = True
-            self._transfers.shutdown(cancel=True, cancel_msg="tiering is shutting down")
+        # Each transfer's future is cancelled rather than TransferManager.shutdown(cancel=True),
+        # which mixes up its arguments in s3transfer 0.19 and raises TypeError.
+        with self._lock:
+            futures = list(self._futures)
+        for future in futures:
+            future.cancel()
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -105,6 +111,8 @@ class S3Store:
         futures = [(key, self._transfers.upload(str(path), self.bucket, key, extra_args=dict(self._extra),
                                                 subscribers=self._subscribers))
                    for key, path in items]
+        with self._lock:
+            self._futures.update(f for _, f in futures)
         failure: StoreError | None = None
         for key, future in futures:
             try:
@@ -116,6 +124,8 @@ class S3Store:
                 failure = failure or StoreError(ErrorClass.RETRYABLE, "upload", key, "cancelled: shutting down")
             except Exception as exc:  # classified below; anything unknown re-raises there
                 failure = failure or classify(exc, "upload", key)
+        with self._lock:
+            self._futures.difference_update(f for _, f in futures)
         if failure:
             raise failure
 
