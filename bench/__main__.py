@@ -6,7 +6,8 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = {"upload": "bench.upload"}
+BENCHMARKS = {"upload": "bench.upload", "ratelimit": "bench.ratelimit", "latency": "bench.latency",
+              "scale": "bench.scale"}
 
 
 def main() -> int:

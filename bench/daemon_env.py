@@ -1,0 +1,101 @@
+"""Shared scaffolding of the daemon benchmarks: an S3 server in its own process, a config,
+and `tiering run` as a real child process with its metrics endpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+from bench.upload import start_server_process
+from tiering.demo import free_port
+
+BUCKET = "bench"
+ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
+       "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class Server:
+    def __init__(self) -> None:
+        self.process, self.endpoint = start_server_process()
+        self.client = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench-secret").client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        self.client.create_bucket(Bucket=BUCKET)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def write_config(work: Path, log_dir: Path, endpoint: str, *, prefix: str, port: int, extra: str = "",
+                 concurrency: int = 4) -> Path:
+    path = work / f"tiering-{prefix.strip('/')}.toml"
+    path.write_text(f"""
+[kafka]
+log_dirs = ["{log_dir}"]
+[store]
+bucket = "{BUCKET}"
+prefix = "{prefix}"
+endpoint_url = "{endpoint}"
+addressing_style = "path"
+[upload]
+concurrency = {concurrency}
+{extra}
+[state]
+dir = "{work / ('state-' + prefix.strip('/'))}"
+[metrics]
+listen = "127.0.0.1:{port}"
+""")
+    return path
+
+
+class Daemon:
+    def __init__(self, config: Path, port: int, log: Path):
+        self.port = port
+        self.process = subprocess.Popen([sys.executable, "-m", "tiering", "run", "--config", str(config)],
+                                        stdout=open(log, "w"), stderr=subprocess.STDOUT, env=ENV)
+
+    @classmethod
+    def start(cls, work: Path, log_dir: Path, endpoint: str, *, prefix: str, extra: str = "",
+              concurrency: int = 4) -> Daemon:
+        port = free_port()
+        config = write_config(work, log_dir, endpoint, prefix=prefix, port=port, extra=extra,
+                              concurrency=concurrency)
+        return cls(config, port, work / f"daemon-{prefix.strip('/')}.log")
+
+    def metrics(self) -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line.startswith("tiering_"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        """Seconds from now until /readyz answers 200."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise SystemExit("bench: the daemon exited early")
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status == 200:
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise SystemExit("bench: the daemon never became ready")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
