@@ -24,3 +24,17 @@ def describe() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": memory, "kernel": platform.release(),
             "python": platform.python_version()}
+
+
+def save_result(name: str, result: dict, as_json: bool) -> bool:
+    """Write bench/results/NAME.json; print the document when --json. Returns True when the
+    caller should print its table instead."""
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(result, indent=1))
+    if as_json:
+        print(json.dumps(result, indent=1))
+    return not as_json

@@ -11,7 +11,6 @@ request bytes the relay forwarded (payload plus HTTP headers, under 0.1% here).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.daemon_env import BUCKET, Daemon, Server
-from bench.machine import describe
+from bench.machine import describe, save_result
 from bench.relay import CountingRelay
 from bench.upload import build_backlog
 
@@ -83,10 +82,7 @@ def main(args) -> int:
     result = {"benchmark": "ratelimit", "machine": describe(), "server": "moto (server mode, loopback) "
               "behind a byte-counting relay", "window_seconds": WINDOW_SECONDS, "measured_seconds": MEASURE_SECONDS,
               "targets": results}
-    Path(__file__).parent.joinpath("results").mkdir(exist_ok=True)
-    Path(__file__).parent.joinpath("results", "ratelimit.json").write_text(json.dumps(result, indent=1))
-    if args.json:
-        print(json.dumps(result, indent=1))
+    if not save_result("ratelimit", result, args.json):
         return 0
     print(f"upload rate limit, {WINDOW_SECONDS} s windows sliding by 1 s over {MEASURE_SECONDS:.0f} s "
           f"(bytes on the wire, counted by a relay)")

@@ -15,7 +15,6 @@ both (the files were just written). MB/s is payload bytes / wall time (1 MB = 10
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import boto3
 
-from bench.machine import describe
+from bench.machine import describe, save_result
 from tiering.demo import free_port
 from tiering.kafka.batches import scan_segment
 from tiering.kafka.eligibility import TopicFilter, plan_partition
@@ -193,21 +192,18 @@ listen = ""
             "peak_rss_mib": max(r["peak_rss_bytes"] for r in measured) / 2**20,
             "each": measured,
         }
-    Path(__file__).parent.joinpath("results").mkdir(exist_ok=True)
-    Path(__file__).parent.joinpath("results", "upload.json").write_text(json.dumps(result, indent=1))
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        m = result["machine"]
-        print(f"upload benchmark: {payload / 2**20:.0f} MiB in {len(files)} files, concurrency {CONCURRENCY}, "
-              f"part {PART_BYTES // 2**20} MiB, moto server on loopback")
-        print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
-              f"Linux {m['kernel']}, Python {m['python']}")
-        print(f"median of {len(ORDER) // 2} runs each, order {', '.join(ORDER)}")
-        print(f"{'':10}{'MB/s':>8}{'CPU s/GB':>10}{'peak RSS MiB':>14}  wall s (each run)")
-        for name, r in result["runs"].items():
-            walls = ", ".join(f"{x['wall_seconds']:.1f}" for x in r["each"])
-            print(f"{name:10}{r['mb_per_second']:8.1f}{r['cpu_seconds_per_gb']:10.2f}{r['peak_rss_mib']:14.1f}  {walls}")
-        print(f"of which tiering's integrity walk (batch CRCs before upload): "
-              f"{result['integrity_walk_cpu_seconds_per_gb']:.2f} CPU s/GB")
+    if not save_result("upload", result, args.json):
+        return 0
+    m = result["machine"]
+    print(f"upload benchmark: {payload / 2**20:.0f} MiB in {len(files)} files, concurrency {CONCURRENCY}, "
+          f"part {PART_BYTES // 2**20} MiB, moto server on loopback")
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
+          f"Linux {m['kernel']}, Python {m['python']}")
+    print(f"median of {len(ORDER) // 2} runs each, order {', '.join(ORDER)}")
+    print(f"{'':10}{'MB/s':>8}{'CPU s/GB':>10}{'peak RSS MiB':>14}  wall s (each run)")
+    for name, r in result["runs"].items():
+        walls = ", ".join(f"{x['wall_seconds']:.1f}" for x in r["each"])
+        print(f"{name:10}{r['mb_per_second']:8.1f}{r['cpu_seconds_per_gb']:10.2f}{r['peak_rss_mib']:14.1f}  {walls}")
+    print(f"of which tiering's integrity walk (batch CRCs before upload): "
+          f"{result['integrity_walk_cpu_seconds_per_gb']:.2f} CPU s/GB")
     return 0

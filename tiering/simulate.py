@@ -166,7 +166,8 @@ class SimulatedBroker:
     """Writes one Kafka log dir. Not thread-safe; one instance per log dir."""
 
     def __init__(self, log_dir: str | Path, *, broker_id: int = 1, segment_bytes: int = 1024 * 1024,
-                 index_interval_bytes: int = 4096, clock_ms: Callable[[], int] | None = None, seed: int = 0):
+                 index_interval_bytes: int = 4096, clock_ms: Callable[[], int] | None = None, seed: int = 0,
+                 auto_checkpoint: bool = True):
         self.log_dir = Path(log_dir)
         self.segment_bytes = segment_bytes
         self.index_interval_bytes = index_interval_bytes
@@ -176,6 +177,9 @@ class SimulatedBroker:
         self.topic_ids: dict[str, str] = {}
         self.compacted: set[str] = set()
         self._next_producer_id = 1000
+        # False: checkpoints are written only when checkpoint() is called (a cluster of
+        # thousands of partitions would otherwise rewrite them on every append).
+        self.auto_checkpoint = auto_checkpoint
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.log_dir / ".lock").touch()
         (self.log_dir / "meta.properties").write_text(
@@ -193,7 +197,7 @@ class SimulatedBroker:
         for p in range(partitions):
             self.logs[TopicPartition(name, p)] = _PartitionLog(
                 self.log_dir / f"{name}-{p}", topic_id, segment_bytes or self.segment_bytes, self.index_interval_bytes)
-        self.checkpoint()
+        self._maybe_checkpoint()
         return topic_id
 
     def partition_dir(self, topic: str, partition: int) -> Path:
@@ -216,7 +220,7 @@ class SimulatedBroker:
             batch = build_batch(log.next_offset, records, codec=codec, leader_epoch=log.leader_epoch)
             log.append(batch, n, max(r[0] for r in records))
             remaining -= n
-        self.checkpoint()
+        self._maybe_checkpoint()
         return range(first, log.next_offset)
 
     def produce_transaction(self, topic: str, partition: int, count: int, *, commit: bool,
@@ -240,7 +244,7 @@ class SimulatedBroker:
         if not commit:
             log.add_aborted_transaction(producer.producer_id, first, marker_offset)
         producer.last_sequence, producer.last_offset, producer.timestamp = count - 1, marker_offset, marker_ts
-        self.checkpoint()
+        self._maybe_checkpoint()
         return range(first, first + count)
 
     def _record(self, offset: int, value_size: int, headers: bool, null_keys: bool) -> tuple:
@@ -253,7 +257,7 @@ class SimulatedBroker:
 
     def roll(self, topic: str, partition: int) -> None:
         self.logs[TopicPartition(topic, partition)].roll()
-        self.checkpoint()
+        self._maybe_checkpoint()
 
     def bump_leader_epoch(self, topic: str, partition: int) -> int:
         log = self.logs[TopicPartition(topic, partition)]
@@ -263,7 +267,16 @@ class SimulatedBroker:
     def hold_high_watermark(self, topic: str, partition: int, offset: int | None) -> None:
         """Keep the HW at `offset` (as when followers lag); None: HW follows the log end."""
         self.logs[TopicPartition(topic, partition)].high_watermark_hold = offset
-        self.checkpoint()
+        self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        if self.auto_checkpoint:
+            self.checkpoint()
+
+    def release(self, topic: str, partition: int) -> None:
+        """Close the partition's open files (for simulated clusters with more partitions than
+        file descriptors); it cannot be written afterwards."""
+        self.logs[TopicPartition(topic, partition)].close()
 
     def checkpoint(self) -> None:
         """Write the log-dir checkpoint files (the broker does this every few seconds)."""

@@ -15,14 +15,14 @@ from typing import Callable
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, workdir: Path, port: int | None):
+    def __init__(self, config: Path, workdir: Path, port: int | None, env: dict[str, str] | None = None):
         self.port = port
         self.stdout_path = workdir / "daemon.stdout"
         self.stderr_path = workdir / "daemon.stderr"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tiering", "run", "--config", str(config)],
             stdout=open(self.stdout_path, "w"), stderr=open(self.stderr_path, "w"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     # -- endpoint ----------------------------------------------------------------------------------
 

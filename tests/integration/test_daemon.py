@@ -4,8 +4,8 @@ operator sees them."""
 
 from __future__ import annotations
 
-import os
 import signal
+import socket
 import threading
 import time
 
@@ -29,10 +29,10 @@ def daemon_config(env, *, port: int | None, daemon: str = "", upload: str = "") 
     return path
 
 
-def start(env, tmp_path, **kwargs) -> DaemonProcess:
+def start(env, tmp_path, process_env: dict | None = None, **kwargs) -> DaemonProcess:
     port = free_port()
     config = daemon_config(env, port=port, **kwargs)
-    daemon = DaemonProcess(config, tmp_path, port)
+    daemon = DaemonProcess(config, tmp_path, port, process_env)
     daemon.wait_ready()
     return daemon
 
@@ -235,3 +235,34 @@ def test_sweep_aborts_stale_multipart_uploads_and_deletes_orphans(env, s3, tmp_p
     assert f"{PREFIX}notes.txt" in keys
     assert not any("b" * 16 in k for k in keys)
     assert_whole(s3, remote_manifests(s3))
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(env, s3, tmp_path):
+    broker = SimulatedBroker(env.log_dir, segment_bytes=24 * 1024, seed=9)
+    broker.create_topic("orders", 1)
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(10)
+        daemon = start(env, tmp_path, process_env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "60000000"})
+        messages = []
+        while not any(m.startswith("READY=1") for m in messages):
+            messages.append(sock.recv(4096).decode())
+        assert daemon.get("/readyz")[0] == 200
+        pings = sum(1 for m in messages if m == "WATCHDOG=1")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if sock.recv(4096).decode() == "WATCHDOG=1":
+                pings += 1
+        assert pings >= 3                 # about one a second from the work loop
+        code, _ = daemon.stop()
+        rest = []
+        sock.settimeout(0.5)
+        try:
+            while True:
+                rest.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+    assert code == 0 and "STOPPING=1" in rest
+    ready = next(m for m in messages if m.startswith("READY=1"))
+    assert "STATUS=watching 1 partitions" in ready
