@@ -1,5 +1,5 @@
-"""Shared scaffolding of the daemon benchmarks: an S3 server in its own process, a config,
-and `tiering run` as a real child process with its metrics endpoint."""
+"""Shared scaffolding of the benchmarks: an S3 server in its own process, a config, and
+`tiering run` as a real child process with its metrics endpoint."""
 
 from __future__ import annotations
 
@@ -13,12 +13,31 @@ from pathlib import Path
 
 import boto3
 
-from bench.upload import start_server_process
 from tiering.demo import free_port
 
 BUCKET = "bench"
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
        "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def start_server_process() -> tuple[subprocess.Popen, str]:
+    """moto's server in its own process: a forked child's ru_maxrss counts the parent's resident
+    pages up to exec, so a server holding the uploaded bytes in this process would inflate the
+    peak RSS measured for every uploader."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
+                                "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).read()
+            return process, endpoint
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise SystemExit("bench: the moto server did not start") from None
+            time.sleep(0.2)
 
 
 class Server:
@@ -33,8 +52,13 @@ class Server:
         self.process.wait()
 
 
-def write_config(work: Path, log_dir: Path, endpoint: str, *, prefix: str, port: int, extra: str = "",
+def state_dir(work: Path, prefix: str) -> Path:
+    return work / ("state-" + prefix.strip("/"))
+
+
+def write_config(work: Path, log_dir: Path, endpoint: str, *, prefix: str, port: int | None, extra: str = "",
                  concurrency: int = 4) -> Path:
+    """A config for one uploader under `prefix`; `port` None disables the metrics endpoint."""
     path = work / f"tiering-{prefix.strip('/')}.toml"
     path.write_text(f"""
 [kafka]
@@ -48,9 +72,9 @@ addressing_style = "path"
 concurrency = {concurrency}
 {extra}
 [state]
-dir = "{work / ('state-' + prefix.strip('/'))}"
+dir = "{state_dir(work, prefix)}"
 [metrics]
-listen = "127.0.0.1:{port}"
+listen = "{f'127.0.0.1:{port}' if port else ''}"
 """)
     return path
 

@@ -25,16 +25,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import boto3
 
+from bench.daemon_env import BUCKET, ENV, Server, state_dir, write_config
 from bench.machine import describe, save_result
-from tiering.demo import free_port
 from tiering.kafka.batches import scan_segment
 from tiering.kafka.eligibility import TopicFilter, plan_partition
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.simulate import SimulatedBroker
 
-BUCKET = "bench"
 SEGMENT_BYTES = 64 * 1024 * 1024
 PARTITIONS = 4
 CONCURRENCY = 8
@@ -64,26 +62,6 @@ def build_backlog(log_dir: Path, mib: int) -> list[Path]:
                 if segment.snapshot_path:
                     files.append(segment.snapshot_path)
     return files
-
-
-def start_server_process() -> tuple[subprocess.Popen, str]:
-    """moto's server in its own process: a forked child's ru_maxrss counts the parent's resident
-    pages up to exec, so a server holding the uploaded bytes in this process would inflate the
-    peak RSS measured for every uploader."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
-                                "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).read()
-            return process, endpoint
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise SystemExit("bench: the moto server did not start") from None
-            time.sleep(0.2)
 
 
 def integrity_walk_cpu(files: list[Path]) -> float:
@@ -120,34 +98,14 @@ def remote_bytes(client, prefix: str) -> int:
 def main(args) -> int:
     mib = args.mib or 800  # comes out at >= 768 MiB of eligible segments
     work = Path(tempfile.mkdtemp(prefix="tiering-bench-"))
-    server, endpoint = start_server_process()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    server = Server()
+    endpoint, client, env = server.endpoint, server.client, ENV
     try:
         log_dir = work / "logs"
         files = build_backlog(log_dir, mib)
         payload = sum(f.stat().st_size for f in files)
-        client = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench-secret").client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-
-        config = work / "tiering.toml"
-        config.write_text(f"""
-[kafka]
-log_dirs = ["{log_dir}"]
-[store]
-bucket = "{BUCKET}"
-prefix = "tiering/"
-endpoint_url = "{endpoint}"
-addressing_style = "path"
-[upload]
-concurrency = {CONCURRENCY}
-part_size_bytes = {PART_BYTES}
-[state]
-dir = "{work / 'state'}"
-[metrics]
-listen = ""
-""")
+        config = write_config(work, log_dir, endpoint, prefix="tiering/", port=None, concurrency=CONCURRENCY,
+                              extra=f"part_size_bytes = {PART_BYTES}")
         staging = work / "staging"
         for f in files:
             target = staging / f.parent.name / f.name
@@ -173,13 +131,12 @@ listen = ""
             argv, run_env, prefix = commands[name]
             urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
             client.create_bucket(Bucket=BUCKET)
-            shutil.rmtree(work / "state", ignore_errors=True)
+            shutil.rmtree(state_dir(work, "tiering/"), ignore_errors=True)
             run = measure(argv, run_env)
             run["stored_bytes"] = remote_bytes(client, prefix)
             runs[name].append(run)
     finally:
-        server.kill()
-        server.wait()
+        server.close()
         shutil.rmtree(work, ignore_errors=True)
 
     result = {"benchmark": "upload", "machine": describe(), "backlog_bytes": payload, "files": len(files),

@@ -74,14 +74,15 @@ def test_failing_partition_is_muted_and_the_others_are_offloaded(env, s3):
     coordinator.pump()
     coordinator.settle_done(0.5)
 
-    uploaded = metrics.uploaded_segments.labels("uploaded")._value.get()
+    uploaded = metrics.registry.get_sample_value("tiering_upload_segments_total", {"result": "uploaded"})
     assert uploaded == good_segments                       # every healthy segment went up
     assert coordinator.muted_partitions() == 1
     # three failures opened the breaker; in-flight attempts at that moment may add a few,
     # but the sick partition cannot keep taking slots (retries were allowed 100 times)
     assert 3 <= store.attempts <= 3 + config.upload.concurrency
     assert coordinator.queue.backlog().segments == sick_segments   # still queued, not dropped
-    assert metrics.retries.labels("network")._value.get() == store.attempts
+    assert metrics.registry.get_sample_value("tiering_upload_retries_total",
+                                             {"error_class": "network"}) == store.attempts
     coordinator.shutdown(0)
     store.close()
     journal.close()

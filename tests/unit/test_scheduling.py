@@ -167,3 +167,39 @@ def test_sweep_plan_removes_only_old_unmanifested_objects_not_in_flight():
     plan = plan_sweep(uploads, objects, busy, now, 3600, 86_400)
     assert sorted(plan.orphans) == sorted([key(10, "b" * 16, "log"), key(10, "b" * 16, "index")])
     assert [u.upload_id for u in plan.aborts] == ["u1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "push", "take", "drop"]), st.integers(0, 3),
+                          st.lists(st.integers(0, 5), max_size=4), st.sampled_from([0.0, 5.0, 20.0])),
+                max_size=40))
+def test_queue_bookkeeping_matches_a_naive_model(ops):
+    """The O(1) size and backoff index agree with the entries themselves after any sequence."""
+    q = UploadQueue()
+    model: dict[tuple[int, int], float] = {}
+    now = 10.0
+    for op, partition, bases, not_before in ops:
+        if op == "set":
+            kept = {b: model[(partition, b)] for b in bases if (partition, b) in model}
+            for key in [k for k in model if k[0] == partition]:
+                del model[key]
+            for b in bases:
+                model[(partition, b)] = kept.get(b, 0.0)
+            q.set_partition(partition, [pending(partition, b) for b in bases])
+        elif op == "push":
+            base = bases[0] if bases else 0
+            model[(partition, base)] = not_before
+            q.push(pending(partition, base, not_before=not_before))
+        elif op == "take":
+            taken = q.take(now)
+            ready = [k for k, t in model.items() if t <= now]
+            assert (taken is None) == (not ready)
+            if taken is not None:
+                assert model.pop((taken.partition, taken.base_offset)) <= now
+        else:
+            for key in [k for k in model if k[0] == partition]:
+                del model[key]
+            q.drop_partition(partition)
+        assert len(q) == len(model) == q.backlog().segments
+        assert q.next_ready_at() == (min(model.values()) if model else None)
+        assert all(key in q for key in model)

@@ -10,7 +10,7 @@ look would not move the mtime).
 
 from __future__ import annotations
 
-import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +98,7 @@ class Inventory:
             info = path.lstat()
         except FileNotFoundError:
             info = None
-        if info is None or parsed.kind is not DirKind.PARTITION or not os.path.isdir(path) or path.is_symlink():
+        if info is None or parsed.kind is not DirKind.PARTITION or not stat.S_ISDIR(info.st_mode):
             if path in self.partitions:
                 self._forget(path)
                 return Changes(removed=(path,))

@@ -18,8 +18,6 @@ class Notifier:
         address = env.get("NOTIFY_SOCKET", "")
         # An abstract socket is written with a leading "@" and addressed with a NUL byte.
         self._address = "\0" + address[1:] if address.startswith("@") else address
-        watchdog_usec = env.get("WATCHDOG_USEC", "")
-        self.watchdog_seconds = int(watchdog_usec) / 1e6 if watchdog_usec.isdigit() else None
 
     @property
     def enabled(self) -> bool:
@@ -42,6 +40,3 @@ class Notifier:
 
     def stopping(self) -> None:
         self.notify("STOPPING=1")
-
-    def status(self, text: str) -> None:
-        self.notify(f"STATUS={text}")

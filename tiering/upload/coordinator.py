@@ -182,9 +182,6 @@ class UploadCoordinator:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def busy(self) -> bool:
-        return bool(self._in_flight) or len(self.queue) > 0
-
     def pump(self) -> None:
         """Start uploads while there is capacity and ready work."""
         if not self.accepting or (self.fatal is not None and self.stop_on_fatal):
@@ -320,7 +317,8 @@ class UploadCoordinator:
         record_uploaded(self.journal, manifest, target.keys.manifest_key, now_ms)
         self._remote.add(sid)
         self._breakers.pop(pending.partition, None)
-        self.fatal = None if not self.stop_on_fatal else self.fatal
+        if not self.stop_on_fatal:
+            self.fatal = None   # the store accepts uploads again
         self._count("uploaded", manifest.total_bytes)
         if self.metrics and pending.rolled_at > 0:
             self.metrics.roll_to_remote.observe(max(0.0, self.wall() - pending.rolled_at))
