@@ -73,6 +73,14 @@ class ReadConfig:
 @dataclass(frozen=True)
 class StateConfig:
     dir: Path = Path("/var/lib/tiering")
+    # Extension of design.md: where hard links pin segments not yet uploaded (same file system
+    # as the log dir; never inside it). Each log dir uses the first on its file system, then
+    # `dir`/pins.
+    pin_dirs: tuple[Path, ...] = ()
+
+    @property
+    def pin_roots(self) -> tuple[Path, ...]:
+        return (*self.pin_dirs, self.dir / "pins")
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class DaemonConfig:
     reconcile_interval_ms: int = 60_000
     shutdown_grace_ms: int = 8_000            # uploads in flight get this long after SIGTERM
     sweep_interval_ms: int = 3_600_000        # stale multipart uploads and orphans
+    retention_interval_ms: int = 300_000      # Kafka's log.retention.check.interval.ms
     stale_multipart_ms: int = 3_600_000
     orphan_ms: int = 86_400_000
 
@@ -158,6 +167,11 @@ class _Reader:
         state = self._state(self._table("state"))
         metrics = self._metrics(self._table("metrics"))
         daemon = self._daemon(self._table("daemon"))
+        admin = [name for name, policy in (("retention", retention), *((f'topics."{t}"', p) for t, p in topics.items()))
+                 if policy.local_delete == "kafka-admin"]
+        if admin and not kafka.bootstrap_servers:
+            self.problems.append(f"kafka.bootstrap_servers: required for local_delete = \"kafka-admin\" "
+                                 f"(set in {', '.join(admin)}): the broker's address, e.g. \"127.0.0.1:9092\"")
         if self.problems:
             return None
         return Config(kafka, store, upload, retention, MappingProxyType(topics), read, state, metrics, daemon)
@@ -257,9 +271,11 @@ class _Reader:
         )
 
     def _state(self, t: Mapping[str, Any]) -> StateConfig:
-        self._unknown("state", t, {"dir"})
+        self._unknown("state", t, {"dir", "pin_dirs"})
         value = self._string("state", t, "dir", str(StateConfig().dir))
-        return StateConfig(dir=self._path(value or str(StateConfig().dir)))
+        pin_dirs = self._strings("state", t, "pin_dirs", []) or []
+        return StateConfig(dir=self._path(value or str(StateConfig().dir)),
+                           pin_dirs=tuple(self._path(p) for p in pin_dirs))
 
     def _metrics(self, t: Mapping[str, Any]) -> MetricsConfig:
         self._unknown("metrics", t, {"listen"})
@@ -273,7 +289,7 @@ class _Reader:
     def _daemon(self, t: Mapping[str, Any]) -> DaemonConfig:
         d = DaemonConfig()
         self._unknown("daemon", t, {"watch", "reconcile_interval_ms", "shutdown_grace_ms", "sweep_interval_ms",
-                                    "stale_multipart_ms", "orphan_ms"})
+                                    "stale_multipart_ms", "orphan_ms", "retention_interval_ms"})
         grace = self._at_least("daemon", t, "shutdown_grace_ms", d.shutdown_grace_ms, 0, parse_duration_ms)
         if grace > 9_000:
             # systemd and operators expect an exit within 10 s of SIGTERM; cleanup needs the rest
@@ -288,6 +304,8 @@ class _Reader:
             stale_multipart_ms=self._at_least("daemon", t, "stale_multipart_ms", d.stale_multipart_ms, 0,
                                               parse_duration_ms),
             orphan_ms=self._at_least("daemon", t, "orphan_ms", d.orphan_ms, 0, parse_duration_ms),
+            retention_interval_ms=self._at_least("daemon", t, "retention_interval_ms", d.retention_interval_ms,
+                                                 100, parse_duration_ms),
         )
 
     # -- typed getters ------------------------------------------------------------------

@@ -9,7 +9,9 @@ hints, finished uploads and signal handlers set the wake-up event. The loop:
 - in between, rescans just the partitions inotify named;
 - keeps the coordinator's workers busy, updates the gauges, pings systemd's watchdog;
 - sweeps stale multipart uploads and orphans every `daemon.sweep_interval_ms` in the
-  background (a listing of a big bucket must not stall the loop).
+  background (a listing of a big bucket must not stall the loop);
+- runs retention every `daemon.retention_interval_ms` in the background on a snapshot of the
+  inventory and the journal; the loop records what it changed when it finishes.
 """
 
 from __future__ import annotations
@@ -26,16 +28,19 @@ from tiering.errors import ConfigError
 from tiering.journal import Journal
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.inventory import Changes, Inventory
-from tiering.kafka.logdir import CLEANER_FILE, HIGH_WATERMARK_FILE, LOG_START_FILE, LocalPartition
+from tiering.kafka.logdir import CLEANER_FILE, HIGH_WATERMARK_FILE, LOG_START_FILE, LocalPartition, LogDirScan
 from tiering.observability.http import HealthServer
 from tiering.observability.metrics import Metrics
 from tiering.observability.sdnotify import Notifier
+from tiering.retention.admin import KafkaAdminDeleter, RecordDeleter
+from tiering.retention.run import RetentionReport, RetentionRunner, record_report
 from tiering.store.errors import StoreError
 from tiering.store.protocol import ObjectStore
 from tiering.sweep import sweep
 from tiering.upload.breaker import BreakerPolicy
 from tiering.upload.coordinator import UploadCoordinator
 from tiering.upload.offload_pass import prepare_journal
+from tiering.upload.pins import PinStore
 from tiering.upload.ratelimit import RateLimiter
 from tiering.watch import LogDirWatcher
 
@@ -49,7 +54,8 @@ class Daemon:
     def __init__(self, config_path: str | Path, config: Config, store: ObjectStore, journal: Journal,
                  clock: Clock, log: Any, metrics: Metrics, limiter: RateLimiter, *,
                  notifier: Notifier | None = None, wall: Callable[[], float] = time.time,
-                 breaker: BreakerPolicy | None = None):
+                 breaker: BreakerPolicy | None = None,
+                 deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter):
         self.config_path = config_path
         self.config = config
         self.store = store
@@ -61,9 +67,16 @@ class Daemon:
         self.notifier = notifier or Notifier({})
         self.wall = wall
         self.inventory = Inventory(config.kafka.log_dirs)
+        self.pins = PinStore(config.state.pin_roots, log)
+        self._disabled: frozenset[str] = frozenset(journal.disabled_topics())
         self.coordinator = UploadCoordinator(config, store, journal, clock, log, metrics=metrics,
                                              breaker=breaker or BreakerPolicy(), wall=wall,
-                                             stop_on_fatal=False, keep_results=False, on_done=self.wake)
+                                             stop_on_fatal=False, keep_results=False, on_done=self.wake,
+                                             pins=self.pins, disabled_topics=lambda: self._disabled)
+        self.retention = RetentionRunner(store, log, clock.now_ms, deleter_factory=deleter_factory, metrics=metrics)
+        self._retainer: threading.Thread | None = None
+        self._retention_done: RetentionReport | None = None
+        self._blocked: set[tuple[str, str]] = set()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._hints: set[Path] = set()
@@ -129,7 +142,7 @@ class Daemon:
         prepared = False
         prepare_failures = 0
         now = self.clock.monotonic()
-        next_prepare = next_reconcile = next_sweep = next_gauges = next_ping = now
+        next_prepare = next_reconcile = next_sweep = next_gauges = next_ping = next_retention = now
         while not self._stop:
             now = self.clock.monotonic()
             self._last_tick = now
@@ -158,6 +171,11 @@ class Daemon:
                 if now >= next_sweep:
                     self._start_sweep()
                     next_sweep = now + daemon.sweep_interval_ms / 1000
+                if self._retention_done is not None:
+                    self._record_retention()
+                if self._ready and now >= next_retention:
+                    self._start_retention()
+                    next_retention = now + self.config.daemon.retention_interval_ms / 1000
                 self.coordinator.settle_done(0)
                 self.coordinator.pump()
             if now >= next_gauges:
@@ -178,6 +196,12 @@ class Daemon:
         self.log.info("stopping: no new uploads; waiting for uploads in flight",
                       in_flight=self.coordinator.in_flight, grace_seconds=grace)
         finished = self.coordinator.shutdown(grace)
+        if self._retainer is not None:
+            # Each retention step is safe to interrupt; waiting only keeps the log complete.
+            self._retainer.join(timeout=max(0.5, grace / 2))
+        if self._retention_done is not None:
+            self._record_retention()
+        self.retention.close()
         if self.watcher is not None:
             self.watcher.stop()
         if self.http is not None:
@@ -189,6 +213,7 @@ class Daemon:
 
     def _reconcile_all(self) -> None:
         started = self.clock.monotonic()
+        self._disabled = frozenset(self.journal.disabled_topics())
         changes = self.inventory.full_scan(self.wall())
         self._report(changes, full=True)
         self._apply(changes.removed, self.inventory.partitions.values())
@@ -286,6 +311,43 @@ class Daemon:
         if plan.aborts or plan.orphans:
             self.log.info("sweep finished", multipart_aborted=len(plan.aborts), orphans_deleted=len(plan.orphans))
 
+    # -- background retention ---------------------------------------------------------------------
+
+    def _start_retention(self) -> None:
+        if self._retainer is not None and self._retainer.is_alive():
+            return
+        partitions = tuple(sorted(self.inventory.partitions.values(), key=lambda p: (p.topic, p.partition)))
+        scan = LogDirScan(tuple(self.inventory.states.values()), partitions, ())
+        args = (self.config, scan, self.journal.all(), self._disabled)
+        self._retainer = threading.Thread(target=self._retain, args=args, name="retention", daemon=True)
+        self._retainer.start()
+
+    def _retain(self, config: Config, scan: LogDirScan, records: list, disabled: frozenset[str]) -> None:
+        try:
+            report = self.retention.run(config, scan, records, disabled)
+        except Exception as exc:   # a bug must not kill retention for good; the loop goes on
+            self.log.exception("retention pass failed", error=str(exc))
+            return
+        self._retention_done = report
+        self.wake()
+
+    def _record_retention(self) -> None:
+        report, self._retention_done = self._retention_done, None
+        assert report is not None
+        record_report(self.journal, report, self.clock.now_ms())
+        blocked = set(report.blocked)
+        for log_dir, detail in sorted(blocked - self._blocked):
+            self.log.error("local retention refused: a broker holds the log dir's lock; nothing unlinked",
+                           log_dir=log_dir, detail=detail,
+                           hint="stop the broker, or use local_delete = \"kafka-admin\" while it runs")
+        for log_dir, _ in sorted(self._blocked - blocked):
+            self.log.info("local retention no longer blocked", log_dir=log_dir)
+        self._blocked = blocked
+        self.metrics.retention_blocked_log_dirs.set(len({d for d, _ in blocked}))
+        if report.deleted or report.failures:
+            self.log.info("retention pass finished", deleted_local=report.count("local"),
+                          deleted_remote=report.count("remote"), failures=len(report.failures))
+
     # -- gauges, reload ---------------------------------------------------------------------------
 
     def _update_gauges(self) -> None:
@@ -297,6 +359,7 @@ class Daemon:
         m.oldest_pending_age.set(max(0.0, self.wall() - oldest) if oldest else 0.0)
         m.in_flight.set(self.coordinator.in_flight)
         m.muted_partitions.set(self.coordinator.muted_partitions())
+        m.pinned_segments.set(self.pins.count())
 
     def _apply_reload(self) -> None:
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tiering.errors import TieringError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS segments (
@@ -31,16 +31,22 @@ CREATE TABLE IF NOT EXISTS segments (
     last_error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     updated_at_ms INTEGER NOT NULL,
+    max_timestamp INTEGER,
     PRIMARY KEY (topic_id, partition, base_offset)
 );
 CREATE INDEX IF NOT EXISTS segments_by_topic ON segments (topic, partition);
+CREATE TABLE IF NOT EXISTS disabled_topics (topic TEXT PRIMARY KEY, since_ms INTEGER NOT NULL, reason TEXT NOT NULL);
 """
+# Version 1 had no max_timestamp (time retention needs it; rows from v1 read it from their
+# manifest once) and no disabled_topics.
+_MIGRATIONS = {1: "ALTER TABLE segments ADD COLUMN max_timestamp INTEGER"}
 
 
 class SegmentState(str, Enum):
     UPLOADING = "uploading"   # objects may be in the store, the manifest is not (yet)
     UPLOADED = "uploaded"     # manifest written after every object verified
     FAILED = "failed"         # last attempt failed (reason in last_error); retried later
+    EXPIRED = "expired"       # removed from the store by total retention; never uploaded again
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class SegmentRecord:
     last_error: str | None
     attempts: int
     updated_at_ms: int
+    max_timestamp: int | None = None
 
 
 class JournalError(TieringError):
@@ -77,11 +84,14 @@ class Journal:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # an "uploaded" row must survive power loss
+            version = self._existing_version()
+            if version is not None and version in _MIGRATIONS:
+                self._db.execute(_MIGRATIONS[version])
+                version = SCHEMA_VERSION
             self._db.executescript(_SCHEMA)
-            version = self.get_meta("schema_version")
-            if version is None:
+            if version is None or version == SCHEMA_VERSION:
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
-            elif version != str(SCHEMA_VERSION):
+            else:
                 raise JournalError(f"{self.path}: journal schema {version} is not {SCHEMA_VERSION}; "
                                    "move it aside and tiering rebuilds it from the store")
         except sqlite3.Error as exc:
@@ -93,6 +103,13 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def _existing_version(self) -> int | None:
+        has_meta = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        if not has_meta:
+            return None
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row and row[0].isdigit() else None
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -124,9 +141,33 @@ class Journal:
         self._upsert(segment, SegmentState.UPLOADING, now_ms, uid=uid, size_bytes=size_bytes, bump_attempts=True)
 
     def mark_uploaded(self, segment: SegmentId, uid: str, end_offset: int, size_bytes: int, remote_bytes: int,
-                      manifest_key: str, now_ms: int) -> None:
+                      manifest_key: str, now_ms: int, max_timestamp: int | None = None) -> None:
         self._upsert(segment, SegmentState.UPLOADED, now_ms, uid=uid, end_offset=end_offset, size_bytes=size_bytes,
-                     remote_bytes=remote_bytes, manifest_key=manifest_key, last_error=None)
+                     remote_bytes=remote_bytes, manifest_key=manifest_key, last_error=None,
+                     max_timestamp=max_timestamp)
+
+    def mark_expired(self, segment: SegmentId, now_ms: int) -> None:
+        self._upsert(segment, SegmentState.EXPIRED, now_ms)
+
+    def set_max_timestamp(self, segment: SegmentId, max_timestamp: int) -> None:
+        self._write("UPDATE segments SET max_timestamp = ? WHERE topic_id = ? AND partition = ? AND base_offset = ?",
+                    (max_timestamp, segment.topic_id, segment.partition, segment.base_offset))
+
+    def forget(self, segment: SegmentId) -> None:
+        self._write("DELETE FROM segments WHERE topic_id = ? AND partition = ? AND base_offset = ?",
+                    (segment.topic_id, segment.partition, segment.base_offset))
+
+    # -- topics with tiering turned off (rollback) ------------------------------------------
+
+    def disabled_topics(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT topic, reason FROM disabled_topics").fetchall())
+
+    def disable_topic(self, topic: str, reason: str, now_ms: int) -> None:
+        self._write("INSERT OR REPLACE INTO disabled_topics (topic, since_ms, reason) VALUES (?, ?, ?)",
+                    (topic, now_ms, reason))
+
+    def enable_topic(self, topic: str) -> None:
+        self._write("DELETE FROM disabled_topics WHERE topic = ?", (topic,))
 
     def mark_failed(self, segment: SegmentId, error: str, now_ms: int) -> None:
         self._upsert(segment, SegmentState.FAILED, now_ms, last_error=error)
@@ -136,22 +177,23 @@ class Journal:
         existing = self.get(segment)
         values = {
             "uid": None, "end_offset": None, "size_bytes": None, "remote_bytes": None, "manifest_key": None,
-            "last_error": None, "attempts": 0,
+            "last_error": None, "attempts": 0, "max_timestamp": None,
         }
         if existing:
             values.update(uid=existing.uid, end_offset=existing.end_offset, size_bytes=existing.size_bytes,
                           remote_bytes=existing.remote_bytes, manifest_key=existing.manifest_key,
-                          last_error=existing.last_error, attempts=existing.attempts)
+                          last_error=existing.last_error, attempts=existing.attempts,
+                          max_timestamp=existing.max_timestamp)
         values.update(fields)
         if bump_attempts:
             values["attempts"] = int(values["attempts"]) + 1  # type: ignore[call-overload]
         self._write(
             "INSERT OR REPLACE INTO segments (topic, topic_id, partition, base_offset, state, uid, end_offset, "
-            "size_bytes, remote_bytes, manifest_key, last_error, attempts, updated_at_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "size_bytes, remote_bytes, manifest_key, last_error, attempts, updated_at_ms, max_timestamp) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (segment.topic, segment.topic_id, segment.partition, segment.base_offset, state.value, values["uid"],
              values["end_offset"], values["size_bytes"], values["remote_bytes"], values["manifest_key"],
-             values["last_error"], values["attempts"], now_ms))
+             values["last_error"], values["attempts"], now_ms, values["max_timestamp"]))
 
     def _write(self, sql: str, params: tuple) -> None:
         try:
@@ -161,7 +203,7 @@ class Journal:
 
 
 _COLUMNS = ("topic, topic_id, partition, base_offset, state, uid, end_offset, size_bytes, remote_bytes, "
-            "manifest_key, last_error, attempts, updated_at_ms")
+            "manifest_key, last_error, attempts, updated_at_ms, max_timestamp")
 
 
 def _record(row: tuple) -> SegmentRecord:

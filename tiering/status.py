@@ -10,6 +10,7 @@ from typing import Callable
 from tiering.journal import SegmentRecord, SegmentState
 from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
 from tiering.kafka.logdir import LogDirScan
+from tiering.retention.plan import RetentionPlan
 from tiering.store.keys import parse_key
 from tiering.store.protocol import ObjectInfo
 
@@ -38,6 +39,20 @@ class PartitionStatus:
     tiering_enabled: bool = True
     last_error: str | None = None
     not_tiered: tuple[SkippedSegment, ...] = field(default_factory=tuple)
+    local_start_offset: int | None = None       # base offset of the oldest local segment
+    remote_start_offset: int | None = None      # base offset of the oldest segment in the store
+    retention: RetentionPlan | None = None      # what the next retention pass would do
+
+    def retention_json(self) -> dict | None:
+        plan = self.retention
+        if plan is None:
+            return None
+        return {
+            "next": [{"tier": tier, "base_offset": d.base_offset, "bytes": d.size, "reason": d.reason}
+                     for tier, deletions in (("remote", plan.remote), ("local", plan.local)) for d in deletions],
+            "local_waiting": plan.local_waiting,
+            "remote_waiting": plan.remote_waiting,
+        }
 
     def to_json(self) -> dict:
         return {
@@ -47,6 +62,8 @@ class PartitionStatus:
             "pending_segments": self.pending_segments, "highest_remote_offset": self.highest_remote_offset,
             "tiering_enabled": self.tiering_enabled, "last_error": self.last_error,
             "not_tiered": [{"base_offset": s.base_offset, "reason": s.reason} for s in self.not_tiered],
+            "local_start_offset": self.local_start_offset, "remote_start_offset": self.remote_start_offset,
+            "retention": self.retention_json(),
         }
 
 
@@ -80,8 +97,14 @@ def group_remote(listing: list[ObjectInfo]) -> dict[tuple[str, str, int], Remote
     return {partition: RemoteSegments(found, sizes[partition]) for partition, found in segments.items()}
 
 
+PlanKey = tuple[str, str, int]    # (topic, topic id or "", partition)
+
+
 def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[ObjectInfo] | None,
-                 topic_filter: TopicFilter, end_offset_of: EndOffsetLookup) -> list[PartitionStatus]:
+                 topic_filter: TopicFilter, end_offset_of: EndOffsetLookup,
+                 plans: dict[PlanKey, RetentionPlan] | None = None,
+                 disabled: frozenset[str] = frozenset()) -> list[PartitionStatus]:
+    plans = plans or {}
     remote = group_remote(listing) if listing is not None else {}
     by_partition: dict[tuple[str, int], list[SegmentRecord]] = defaultdict(list)
     for record in records:
@@ -89,7 +112,7 @@ def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[O
     rows, seen = [], set()
     for partition in scan.partitions:
         state = scan.log_dir_state(partition.log_dir)
-        plan = plan_partition(partition, state, topic_filter)
+        plan = plan_partition(partition, state, topic_filter, disabled)
         journal = {r.id.base_offset: r for r in by_partition[(partition.topic, partition.partition)]
                    if r.id.topic_id == partition.topic_id}
         key = (partition.topic, partition.topic_id or "", partition.partition)
@@ -110,8 +133,11 @@ def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[O
             remote_bytes=group.bytes if listing is not None else None,
             pending_segments=pending,
             highest_remote_offset=_highest(group, journal, end_offset_of),
-            tiering_enabled=partition_reason(partition, state, topic_filter) is None,
-            last_error=last_error, not_tiered=tuple(not_tiered)))
+            tiering_enabled=partition_reason(partition, state, topic_filter, disabled) is None,
+            last_error=last_error, not_tiered=tuple(not_tiered),
+            local_start_offset=partition.segments[0].base_offset if partition.segments else None,
+            remote_start_offset=min(group.segments) if group.segments else None,
+            retention=plans.get(key)))
     for (topic, topic_id, number), group in sorted(remote.items()):
         if (topic, topic_id, number) in seen:
             continue
@@ -119,7 +145,9 @@ def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[O
         rows.append(PartitionStatus(topic=topic, partition=number, topic_id=topic_id,
                                     remote_segments=len(group.segments), remote_bytes=group.bytes,
                                     highest_remote_offset=_highest(group, journal, end_offset_of),
-                                    tiering_enabled=False, last_error=None))
+                                    tiering_enabled=False, last_error=None,
+                                    remote_start_offset=min(group.segments) if group.segments else None,
+                                    retention=plans.get((topic, topic_id, number))))
     rows.sort(key=lambda r: (r.topic, r.partition, r.topic_id or ""))
     return rows
 

@@ -60,19 +60,22 @@ def test_daemon_offloads_rolls_as_they_happen_and_stops_cleanly(env, s3, tmp_pat
     try:
         assert daemon.get("/healthz")[0] == 200
         producing = True
+        guard = threading.Lock()   # the simulated broker is single-threaded (its checkpoint file)
 
         def produce():
             i = 0
             while producing:
-                broker.produce(("orders", "clicks")[i % 2], 0, 40, value_size=150, codec=("none", "zstd")[i % 2])
+                with guard:
+                    broker.produce(("orders", "clicks")[i % 2], 0, 40, value_size=150, codec=("none", "zstd")[i % 2])
                 i += 1
                 time.sleep(0.02)
 
         producer = threading.Thread(target=produce)
         producer.start()
         time.sleep(2.0)
-        broker.create_topic("late", 1)          # created while the daemon runs
-        broker.produce("late", 0, 300, value_size=150)
+        with guard:
+            broker.create_topic("late", 1)          # created while the daemon runs
+            broker.produce("late", 0, 300, value_size=150)
         time.sleep(2.0)
         producing = False
         producer.join()

@@ -10,7 +10,7 @@ from typing import Any
 
 from tiering.cli.main import add_config_argument
 from tiering.config import load_config
-from tiering.errors import EXIT_FAILED, EXIT_OK, TieringError
+from tiering.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, TieringError
 from tiering.observability.logging import configure_logging
 from tiering.upload.offload_pass import PassReport
 from tiering.wiring import open_daemon, open_offloader, open_store
@@ -73,16 +73,23 @@ def _daemon(config_path: str, config: Any, log: Any) -> int:
 
 
 def exit_code_for(report: PassReport) -> int:
-    """0 when everything eligible is remote; 1 (and one summary line) when anything was not."""
+    """0 when everything eligible is remote and retention did its work; 1 (and one summary line)
+    when anything failed; otherwise 3 (one line per log dir) when a broker's lock stopped local
+    deletion."""
     if report.fatal is not None:
         print(f"tiering: {report.fatal}", file=sys.stderr)
         return EXIT_FAILED
+    for log_dir, detail in report.retention.blocked:
+        print(f"tiering: {log_dir}: local retention refused, {detail}; stop the broker, or set "
+              f"local_delete = \"kafka-admin\" to let it delete while it runs", file=sys.stderr)
     if report.ok:
-        return EXIT_OK
+        return EXIT_REFUSED if report.retention.blocked else EXIT_OK
     parts = []
     if report.failures:
         parts.append(f"{len(report.failures)} segment(s) could not be offloaded")
     if report.anomalies:
         parts.append(f"{len(report.anomalies)} log-dir entr{'y was' if len(report.anomalies) == 1 else 'ies were'} skipped")
+    if report.retention.failures:
+        parts.append(f"{len(report.retention.failures)} retention step(s) failed")
     print(f"tiering: {' and '.join(parts)}; see the log events above or 'tiering status'", file=sys.stderr)
     return EXIT_FAILED

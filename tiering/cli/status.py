@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from dataclasses import replace
 
 from tiering.cli.main import add_config_argument
 from tiering.config import Config, load_config
 from tiering.errors import EXIT_FAILED, EXIT_OK
 from tiering.journal import Journal
 from tiering.kafka.eligibility import TopicFilter
+from tiering.kafka.lock import probe_lock
 from tiering.kafka.logdir import scan_log_dirs
+from tiering.retention.inputs import partition_views
+from tiering.retention.plan import plan_retention
 from tiering.status import PartitionStatus, build_status
 from tiering.store.errors import StoreError
 from tiering.store.manifest import ManifestError, parse_manifest
@@ -41,11 +46,21 @@ def main(args: argparse.Namespace) -> int:
 
 def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
     scan = scan_log_dirs(config.kafka.log_dirs)
-    records = []
+    records, disabled = [], frozenset()
     if (config.state.dir / "journal.sqlite").exists():
         journal = Journal(config.state.dir)
         records = journal.all()
+        disabled = frozenset(journal.disabled_topics())
         journal.close()
+    now_ms = int(time.time() * 1000)
+    locks = {state.path: probe_lock(state.path) for state in scan.log_dirs}
+    plans = {}
+    for view in partition_views(config, scan, records, disabled):
+        plan = plan_retention(view.input, now_ms)
+        if plan.local and view.local_delete == "unlink" and view.local is not None and locks[view.local.log_dir].held:
+            plan = replace(plan, local=(), local_keep_from=None,
+                           local_waiting=f"local_delete = unlink is refused while {locks[view.local.log_dir].detail}")
+        plans[(view.topic, view.topic_id or "", view.partition)] = plan
     store = open_store(config)
     listing, store_error = None, None
     try:
@@ -59,10 +74,13 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
         except (StoreError, ManifestError):
             return None
 
-    rows = build_status(scan, records, listing, TopicFilter(config.kafka.include, config.kafka.exclude), end_offset_of)
+    rows = build_status(scan, records, listing, TopicFilter(config.kafka.include, config.kafka.exclude), end_offset_of,
+                        plans, disabled)
     store.close()
     document = {
         "partitions": [r.to_json() for r in rows],
+        "log_dirs": [{"path": str(path), "broker_lock_held": lock.held, "broker_lock": lock.detail}
+                     for path, lock in locks.items()],
         "anomalies": [{"path": a.path, "reason": a.reason} for a in scan.anomalies],
         "store": {"bucket": config.store.bucket, "prefix": config.store.prefix, "error": store_error},
     }
@@ -70,16 +88,30 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
 
 
 def print_table(rows: list[PartitionStatus], document: dict) -> None:
-    header = ("PARTITION", "LOCAL", "REMOTE", "PENDING", "HIGHEST REMOTE", "TIERED", "LAST ERROR")
+    header = ("PARTITION", "LOCAL", "LOCAL FROM", "REMOTE", "REMOTE OFFSETS", "PENDING", "TIERED", "LAST ERROR")
     table = [header]
     for r in rows:
         remote = "?" if r.remote_segments is None else f"{r.remote_segments} ({format_bytes(r.remote_bytes or 0)})"
-        table.append((f"{r.topic}-{r.partition}", f"{r.local_segments} ({format_bytes(r.local_bytes)})", remote,
-                      str(r.pending_segments), "-" if r.highest_remote_offset is None else str(r.highest_remote_offset),
-                      "yes" if r.tiering_enabled else "no", (r.last_error or "")[:100]))
+        extent = "-" if r.remote_start_offset is None else f"{r.remote_start_offset}..{r.highest_remote_offset}"
+        table.append((f"{r.topic}-{r.partition}", f"{r.local_segments} ({format_bytes(r.local_bytes)})",
+                      "-" if r.local_start_offset is None else str(r.local_start_offset), remote, extent,
+                      str(r.pending_segments), "yes" if r.tiering_enabled else "no", (r.last_error or "")[:100]))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print("\nRetention (what the next pass does):")
+    for r in rows:
+        if r.retention is None:
+            continue
+        plan = r.retention
+        steps = [f"delete {tier} {d.base_offset} ({d.reason}, {format_bytes(d.size)})"
+                 for tier, deletions in (("remote", plan.remote), ("local", plan.local)) for d in deletions]
+        waits = [f"{tier} kept: {why}" for tier, why in (("local", plan.local_waiting), ("remote", plan.remote_waiting))
+                 if why]
+        print(f"  {r.topic}-{r.partition}: {'; '.join(steps + waits) or 'nothing to do'}")
+    for entry in document["log_dirs"]:
+        if entry["broker_lock_held"]:
+            print(f"\n{entry['path']}: {entry['broker_lock']} (local_delete = unlink deletes nothing here)")
     reasons = [(f"{r.topic}-{r.partition}", s) for r in rows for s in r.not_tiered]
     if reasons:
         print("\nNot tiered:")

@@ -34,6 +34,12 @@ class Metrics:
     config_reloads: Counter
     swept: Counter
     ready: Gauge
+    rescued: Counter
+    pinned_segments: Gauge
+    retention_deleted_segments: Counter
+    retention_deleted_bytes: Counter
+    retention_blocked_log_dirs: Gauge
+    retention_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -71,4 +77,18 @@ class Metrics:
             swept=Counter("tiering_sweep_removed", "Stale multipart uploads aborted and orphaned objects "
                           "deleted by the periodic sweep", ["kind"], registry=r),
             ready=Gauge("tiering_ready", "1 after the first complete reconcile scan", registry=r),
+            rescued=Counter("tiering_upload_rescued_segments", "Segments the broker deleted before they were "
+                            "uploaded, offloaded from their pin", registry=r),
+            pinned_segments=Gauge("tiering_pinned_segments", "Segments held by a hard link until uploaded",
+                                  registry=r),
+            retention_deleted_segments=Counter("tiering_retention_deleted_segments", "Segments deleted by "
+                                               "retention, by tier (local, remote) and reason (local-time, "
+                                               "local-size, total-time, total-size)", ["tier", "reason"], registry=r),
+            retention_deleted_bytes=Counter("tiering_retention_deleted_bytes", "Bytes of .log deleted by "
+                                            "retention, by tier and reason", ["tier", "reason"], registry=r),
+            retention_blocked_log_dirs=Gauge("tiering_retention_blocked_log_dirs", "Log dirs where local "
+                                             "deletion is refused because a broker holds the lock "
+                                             "(local_delete = unlink)", registry=r),
+            retention_failures=Counter("tiering_retention_failures", "Retention deletions that failed or were "
+                                       "refused (verification, store, admin errors)", registry=r),
         )

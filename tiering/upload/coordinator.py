@@ -20,7 +20,7 @@ from typing import Any, Callable
 from tiering.clock import Clock
 from tiering.config import Config
 from tiering.journal import Journal, SegmentId, SegmentState
-from tiering.kafka.eligibility import TopicFilter, plan_partition
+from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirState
 from tiering.observability.metrics import Metrics
 from tiering.reconcile import record_uploaded
@@ -28,6 +28,7 @@ from tiering.store.errors import StoreError
 from tiering.store.manifest import SegmentManifest
 from tiering.store.protocol import ObjectStore
 from tiering.upload.breaker import Breaker, BreakerPolicy
+from tiering.upload.pins import PinStore
 from tiering.upload.queue import Backlog, Pending, UploadQueue
 from tiering.upload.retry import RetryPolicy
 from tiering.upload.segment import BadSegment, UploadTarget, offload_segment, target_for
@@ -94,7 +95,8 @@ class UploadCoordinator:
                  rng: random.Random | None = None, uid_factory: Callable[[], str] = new_uid,
                  breaker: BreakerPolicy | None = None, wall: Callable[[], float] = time.time,
                  stop_on_fatal: bool = True, keep_results: bool = True,
-                 on_done: Callable[[], None] = lambda: None):
+                 on_done: Callable[[], None] = lambda: None, pins: PinStore | None = None,
+                 disabled_topics: Callable[[], frozenset[str]] = frozenset):
         self.config = config
         self.store = store
         self.journal = journal
@@ -109,6 +111,8 @@ class UploadCoordinator:
         self.stop_on_fatal = stop_on_fatal
         self.keep_results = keep_results
         self.on_done = on_done
+        self.pins = pins
+        self.disabled_topics = disabled_topics
         self.queue = UploadQueue()
         self.accepting = True
         self.fatal: StoreError | None = None
@@ -121,57 +125,95 @@ class UploadCoordinator:
         self._bad: dict[SegmentId, tuple[int, int] | None] = {}
         self._remote: set[SegmentId] = set()
         self._offered: dict[Path, tuple[tuple[object, ...], Offered]] = {}
+        self._partitions: dict[Path, LocalPartition] = {}
+        self._rescued: set[SegmentId] = set()
         self._paused_until = 0.0
 
     # -- what to upload -----------------------------------------------------------------------
 
     def offer(self, partition: LocalPartition, state: LogDirState, topic_filter: TopicFilter) -> Offered:
         """Queue the partition's eligible segments that are not remote yet (replacing what was
-        queued for it). Cheap to repeat: an unchanged partition is not looked at twice."""
+        queued for it), pinning each until it is uploaded. Cheap to repeat: an unchanged
+        partition is not looked at twice."""
         key = partition.path
+        disabled = self.disabled_topics()
         # Only what this partition's plan depends on (not the whole log dir's checkpoints,
         # which would make a reconcile of N partitions cost N squared).
         inputs = (partition, state.high_watermarks.get(partition.tp), partition.tp in state.compacted,
-                  state.broker_id, topic_filter)
+                  state.broker_id, topic_filter, partition.topic in disabled)
         previous = self._offered.get(key)
         if previous is not None and previous[0] == inputs:
             return previous[1]
+        self._partitions[key] = partition
         queued: list[Pending] = []
         ineligible = already = 0
         waiting = False
-        for segment, verdict in plan_partition(partition, state, topic_filter):
+        plan = plan_partition(partition, state, topic_filter, disabled)
+        candidates = []
+        for segment, verdict in plan:
             if not verdict.eligible:
                 ineligible += 1
                 waiting = waiting or verdict.awaits_high_watermark
                 continue
+            candidates.append(segment)
+        tiered = partition_reason(partition, state, topic_filter, disabled) is None
+        candidates += self._rescued_segments(partition, tiered)
+        for segment in candidates:
             candidate = Candidate(segment, partition, state.broker_id)
             sid = candidate.id
             if sid in self._in_flight_ids:
                 continue
             if self._is_remote(sid):
                 already += 1
+                if self.pins is not None:
+                    self.pins.release(partition, segment.base_offset)
                 continue
             if sid in self._bad and self._bad[sid] == fingerprint(segment.log_path):
                 continue  # known bad and unchanged: reading it again would fail the same way
             self._bad.pop(sid, None)
-            stamp = 0.0 if (key, segment.base_offset) in self.queue else rolled_at(segment)
+            if self.pins is not None:
+                candidate = Candidate(self.pins.pin(partition, segment), partition, state.broker_id)
+            stamp = 0.0 if (key, segment.base_offset) in self.queue else rolled_at(candidate.segment)
             queued.append(Pending(key, segment.base_offset, segment.size, stamp, candidate))
         self.queue.set_partition(key, queued)
         result = Offered(len(queued), ineligible, already, waiting)
         self._offered[key] = (inputs, result)
         return result
 
+    def _rescued_segments(self, partition: LocalPartition, tiered: bool) -> list[LocalSegment]:
+        """Pinned segments the broker deleted before we uploaded them (still to offload), unless
+        the partition is no longer tiered (its pins are let go)."""
+        if self.pins is None or partition.topic_id is None:
+            return []
+        if not tiered:
+            self.pins.release_partition(partition)
+            return []
+        rescued = self.pins.rescued(partition)
+        for segment in rescued:
+            sid = SegmentId(partition.topic, partition.topic_id, partition.partition, segment.base_offset)
+            if sid not in self._rescued and not self._is_remote(sid):
+                self._rescued.add(sid)
+                self.log.warning("segment deleted by the broker before it was uploaded; uploading it from its pin",
+                                 topic=partition.topic, partition=partition.partition,
+                                 base_offset=segment.base_offset, pin=str(segment.log_path))
+                if self.metrics:
+                    self.metrics.rescued.inc()
+        return rescued
+
     def forget(self, partition_path: Path) -> None:
         """The partition dir is gone (topic deleted, partition moved): drop its backlog."""
         self.queue.drop_partition(partition_path)
         self._offered.pop(partition_path, None)
         self._breakers.pop(partition_path, None)
+        partition = self._partitions.pop(partition_path, None)
+        if partition is not None and self.pins is not None:
+            self.pins.release_partition(partition)   # a deleted topic's segments are not offloaded
 
     def _is_remote(self, sid: SegmentId) -> bool:
         if sid in self._remote:
             return True
         record = self.journal.get(sid)
-        if record is not None and record.state is SegmentState.UPLOADED:
+        if record is not None and record.state in (SegmentState.UPLOADED, SegmentState.EXPIRED):
             self._remote.add(sid)
             return True
         return False
@@ -282,6 +324,7 @@ class UploadCoordinator:
         except BadSegment as exc:
             self.journal.mark_failed(sid, str(exc), now_ms)
             self._bad[sid] = fingerprint(segment.log_path)
+            self._unpin(candidate)
             log.error("segment skipped", reason=str(exc))
             self._count("bad_segment", segment.size)
             if exc.read_error:
@@ -316,6 +359,7 @@ class UploadCoordinator:
             return
         record_uploaded(self.journal, manifest, target.keys.manifest_key, now_ms)
         self._remote.add(sid)
+        self._unpin(candidate)
         self._breakers.pop(pending.partition, None)
         if not self.stop_on_fatal:
             self.fatal = None   # the store accepts uploads again
@@ -326,6 +370,11 @@ class UploadCoordinator:
             self.uploaded.append(manifest)
         log.info("segment uploaded", bytes=manifest.total_bytes, end_offset=manifest.end_offset,
                  key=target.keys.manifest_key)
+
+    def _unpin(self, candidate: Candidate) -> None:
+        if self.pins is not None:
+            self.pins.release(candidate.partition, candidate.segment.base_offset)
+        self._rescued.discard(candidate.id)
 
     def _breaker_failed(self, partition: Any, now: float, log: Any) -> None:
         if self.breaker_policy is None:

@@ -13,11 +13,14 @@ from tiering.journal import Journal, SegmentId
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.logdir import Anomaly, scan_log_dirs
 from tiering.reconcile import STORE_SYNCED, RemoteProblem, rebuild_journal, recover_interrupted
+from tiering.retention.admin import KafkaAdminDeleter, RecordDeleter
+from tiering.retention.run import RetentionReport, RetentionRunner, record_report
 from tiering.store.errors import StoreError
 from tiering.store.keys import PartitionPath
 from tiering.store.manifest import SegmentManifest
 from tiering.store.protocol import ObjectStore
 from tiering.upload.coordinator import SegmentFailure, UploadCoordinator, new_uid
+from tiering.upload.pins import PinStore
 from tiering.upload.retry import RetryPolicy
 
 
@@ -31,6 +34,7 @@ class PassReport:
     already_remote: int = 0
     fatal: StoreError | None = None
     seconds: float = 0.0
+    retention: RetentionReport = field(default_factory=RetentionReport)
 
     @property
     def uploaded_bytes(self) -> int:
@@ -38,7 +42,7 @@ class PassReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.failures or self.anomalies or self.fatal)
+        return not (self.failures or self.anomalies or self.fatal or self.retention.failures)
 
 
 def prepare_journal(config: Config, store: ObjectStore, journal: Journal, clock: Clock, log: Any) -> list[RemoteProblem]:
@@ -70,6 +74,7 @@ class Offloader:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     rng: random.Random = field(default_factory=random.Random)
     uid_factory: Callable[[], str] = new_uid
+    deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter
 
     def run_pass(self) -> PassReport:
         started = self.clock.monotonic()
@@ -82,8 +87,11 @@ class Offloader:
         for anomaly in scan.anomalies:
             self.log.warning("log dir entry skipped", path=anomaly.path, reason=anomaly.reason)
         topic_filter = TopicFilter(self.config.kafka.include, self.config.kafka.exclude)
+        disabled = frozenset(self.journal.disabled_topics())
         coordinator = UploadCoordinator(self.config, self.store, self.journal, self.clock, self.log,
-                                        retry=self.retry, rng=self.rng, uid_factory=self.uid_factory)
+                                        retry=self.retry, rng=self.rng, uid_factory=self.uid_factory,
+                                        pins=PinStore(self.config.state.pin_roots, self.log),
+                                        disabled_topics=lambda: disabled)
         ineligible = already = 0
         for partition in scan.partitions:
             offered = coordinator.offer(partition, scan.log_dir_state(partition.log_dir), topic_filter)
@@ -93,11 +101,30 @@ class Offloader:
             coordinator.drain()
         finally:
             coordinator.shutdown(0)
+        retention = RetentionReport()
+        if coordinator.fatal is None:
+            retention = self._retention(disabled)
         report = PassReport(tuple(coordinator.uploaded), tuple(coordinator.failures), scan.anomalies,
                             tuple(remote_problems), ineligible, already, coordinator.fatal,
-                            self.clock.monotonic() - started)
+                            self.clock.monotonic() - started, retention)
         self.log.info("offload pass finished", uploaded_segments=len(report.uploaded),
                       uploaded_bytes=report.uploaded_bytes, failed_segments=len(report.failures),
                       already_remote=already, ineligible_segments=ineligible, anomalies=len(scan.anomalies),
+                      deleted_local=retention.count("local"), deleted_remote=retention.count("remote"),
+                      retention_failures=len(retention.failures), retention_blocked=len(retention.blocked),
                       seconds=round(report.seconds, 3), fatal=str(report.fatal) if report.fatal else None)
+        return report
+
+    def _retention(self, disabled: frozenset[str]) -> RetentionReport:
+        """Retention after the uploads, on a fresh scan (uploads made more segments deletable)."""
+        runner = RetentionRunner(self.store, self.log, self.clock.now_ms, deleter_factory=self.deleter_factory)
+        try:
+            report = runner.run(self.config, scan_log_dirs(self.config.kafka.log_dirs), self.journal.all(), disabled)
+        finally:
+            runner.close()
+        record_report(self.journal, report, self.clock.now_ms())
+        for log_dir, detail in report.blocked:
+            self.log.error("local retention refused: a broker holds the log dir's lock; nothing unlinked",
+                           log_dir=log_dir, detail=detail,
+                           hint="stop the broker, or use local_delete = \"kafka-admin\" while it runs")
         return report

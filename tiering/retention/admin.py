@@ -1,0 +1,71 @@
+"""The `kafka-admin` actuator: the live broker drops old segments itself when its log start
+offset moves (the Admin API's DeleteRecords), so nothing under a running broker is unlinked
+by us. Through kafka-python's admin client, a maintained implementation of the protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol
+
+PartitionKey = tuple[str, int]   # (topic, partition)
+
+
+class AdminError(Exception):
+    """The request could not be made at all (no broker reachable, bad address)."""
+
+
+class RecordDeleter(Protocol):
+    def delete_records(self, offsets: Mapping[PartitionKey, int]) -> dict[PartitionKey, str | None]:
+        """Move each partition's log start offset to the given offset; per partition, None on
+        success or the broker's error. Raises AdminError when no request could be made."""
+
+    def close(self) -> None: ...
+
+
+class KafkaAdminDeleter:
+    """Connects on first use (a daemon must start even while the broker is down)."""
+
+    def __init__(self, bootstrap_servers: str, timeout_ms: int = 30_000):
+        self.bootstrap_servers = bootstrap_servers
+        self.timeout_ms = timeout_ms
+        self._client = None
+
+    def _admin(self):
+        if self._client is None:
+            from kafka import KafkaAdminClient
+            from kafka.errors import KafkaError
+            try:
+                self._client = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers.split(","),
+                                                client_id="tiering", request_timeout_ms=self.timeout_ms)
+            except KafkaError as exc:
+                raise AdminError(f"kafka.bootstrap_servers {self.bootstrap_servers}: {_describe(exc)}; "
+                                 "check the broker is up and the address is right") from None
+            except ValueError as exc:
+                raise AdminError(f"kafka.bootstrap_servers {self.bootstrap_servers}: {exc}") from None
+        return self._client
+
+    def delete_records(self, offsets: Mapping[PartitionKey, int]) -> dict[PartitionKey, str | None]:
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+        admin = self._admin()
+        results: dict[PartitionKey, str | None] = {}
+        # One request per partition: kafka-python raises for the whole batch when any partition
+        # fails, and each partition's outcome must be known (and logged) on its own.
+        for (topic, partition), offset in sorted(offsets.items()):
+            try:
+                admin.delete_records({TopicPartition(topic, partition): offset}, timeout_ms=self.timeout_ms)
+                results[(topic, partition)] = None
+            except KafkaError as exc:
+                results[(topic, partition)] = _describe(exc)
+        return results
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return name if not text or text == name else f"{name}: {text}"

@@ -1,0 +1,111 @@
+"""From what is on disk and in the journal to the planner's inputs, one partition at a time.
+
+Pure: a log-dir scan, journal records and the configuration in. A partition is one topic
+incarnation (topic id) and partition number; its remote segments are the journal's `uploaded`
+rows (the journal is rebuilt from the store's manifests when lost). Partitions that exist only
+in the store (a topic deleted or moved away) still get total retention.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from tiering.config import Config
+from tiering.journal import SegmentId, SegmentRecord, SegmentState
+from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
+from tiering.kafka.logdir import LocalPartition, LogDirScan, LogDirState
+from tiering.retention.plan import Limits, LocalCopy, PartitionInput, RemoteCopy
+
+
+@dataclass(frozen=True)
+class PartitionView:
+    topic: str
+    topic_id: str | None
+    partition: int
+    local: LocalPartition | None
+    state: LogDirState | None
+    remote: dict[int, SegmentRecord]      # base offset -> the uploaded row
+    input: PartitionInput
+    local_delete: str
+
+    def segment_id(self, base_offset: int) -> SegmentId:
+        assert self.topic_id is not None
+        return SegmentId(self.topic, self.topic_id, self.partition, base_offset)
+
+
+def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecord],
+                    disabled: frozenset[str]) -> list[PartitionView]:
+    topic_filter = TopicFilter(config.kafka.include, config.kafka.exclude)
+    uploaded: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)
+    failed: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)
+    for record in records:
+        key = (record.id.topic, record.id.topic_id, record.id.partition)
+        if record.state is SegmentState.UPLOADED:
+            uploaded[key][record.id.base_offset] = record
+        elif record.state is SegmentState.FAILED:
+            failed[key][record.id.base_offset] = record
+    views, seen = [], set()
+    for partition in scan.partitions:
+        key = (partition.topic, partition.topic_id or "", partition.partition)
+        seen.add(key)
+        state = scan.log_dir_state(partition.log_dir)
+        views.append(_local_view(config, partition, state, topic_filter, disabled, uploaded.get(key, {}),
+                                 failed.get(key, {})))
+    for key in sorted(uploaded.keys() - seen):
+        topic, topic_id, number = key
+        policy = config.retention_for(topic)
+        remote = uploaded[key]
+        views.append(PartitionView(topic, topic_id, number, None, None, remote,
+                                   PartitionInput((), _remote_copies(remote), _limits(config, topic)),
+                                   policy.local_delete))
+    return views
+
+
+def _limits(config: Config, topic: str) -> Limits:
+    p = config.retention_for(topic)
+    return Limits.of(p.local_retention_ms, p.local_retention_bytes, p.retention_ms, p.retention_bytes)
+
+
+def _remote_copies(remote: dict[int, SegmentRecord]) -> tuple[RemoteCopy, ...]:
+    copies = []
+    for base in sorted(remote):
+        r = remote[base]
+        end = r.end_offset if r.end_offset is not None else base
+        copies.append(RemoteCopy(base, end, r.size_bytes or 0, r.max_timestamp))
+    return tuple(copies)
+
+
+def _local_view(config: Config, partition: LocalPartition, state: LogDirState, topic_filter: TopicFilter,
+                disabled: frozenset[str], uploaded: dict[int, SegmentRecord],
+                failed: dict[int, SegmentRecord]) -> PartitionView:
+    policy = config.retention_for(partition.topic)
+    problem = partition_reason(partition, state, topic_filter, disabled)
+    hold = None
+    if problem is not None:
+        hold = f"not tiered: {problem}"
+    elif policy.local_delete == "off":
+        hold = "local_delete = \"off\": local segments are left to the broker"
+    copies = []
+    for segment, verdict in plan_partition(partition, state, topic_filter, disabled):
+        record = uploaded.get(segment.base_offset)
+        # The row must describe this very segment (same end offset): a segment the broker
+        # truncated and rewrote since is not the one in the store.
+        remote = record is not None and not segment.is_active and record.end_offset == segment.end_offset \
+            and record.size_bytes == segment.size
+        if remote:
+            why = ""
+        elif not verdict.eligible:
+            why = f"not eligible for upload ({verdict.reason})"
+        elif segment.base_offset in failed and failed[segment.base_offset].last_error:
+            why = f"upload failed: {failed[segment.base_offset].last_error}"
+        elif record is not None:
+            why = "differs from the copy in the store (size or end offset); not deleted"
+        else:
+            why = "not in the store yet (upload pending)"
+        copies.append(LocalCopy(segment.base_offset, segment.next_offset, segment.size, remote,
+                                record.max_timestamp if remote and record is not None else None, why))
+    return PartitionView(partition.topic, partition.topic_id, partition.partition, partition, state, uploaded,
+                         PartitionInput(tuple(copies), _remote_copies(uploaded), _limits(config, partition.topic),
+                                        hold),
+                         policy.local_delete)

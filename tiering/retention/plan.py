@@ -1,0 +1,175 @@
+"""The retention planner: which segments leave which tier, and why the next one stays.
+
+Pure: segments, limits and the time in; deletions out. Kafka's semantics (KIP-405):
+
+- A segment expires by time when `now - largest timestamp > limit`, by size while the
+  partition is larger than the limit by at least that segment's size (Kafka never deletes
+  below the limit). -1 is unlimited; the local limits' -2 (the same as the total one) is
+  resolved by `Limits.of`.
+- Deletions in each tier are always the oldest segments, a contiguous prefix: a log's start
+  offset only moves forward, and a hole would break the broker (unlink) or cannot be asked for
+  at all (DeleteRecords moves the log start offset).
+- Time and size are applied in one walk that deletes a segment when either limit says so; this
+  is the fixed point Kafka reaches with its separate time pass and size pass, repeated.
+- Locally, a segment goes only when it is in the store (rule 1) and never the active segment;
+  the first segment that may not go ends the walk, with the reason recorded for `status`.
+- Total retention counts the store's segments plus the local segments the store does not hold
+  yet (Kafka's RemoteLogManager does the same); a segment it expires goes from the store and,
+  when one is still there, from the local disk as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UNLIMITED = -1
+LOCAL_TIME, LOCAL_SIZE, TOTAL_TIME, TOTAL_SIZE = "local-time", "local-size", "total-time", "total-size"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Effective limits of one topic; -1 = unlimited (local -2 already resolved)."""
+
+    local_ms: int = UNLIMITED
+    local_bytes: int = UNLIMITED
+    total_ms: int = UNLIMITED
+    total_bytes: int = UNLIMITED
+
+    @classmethod
+    def of(cls, local_ms: int, local_bytes: int, total_ms: int, total_bytes: int) -> Limits:
+        return cls(total_ms if local_ms == -2 else local_ms, total_bytes if local_bytes == -2 else local_bytes,
+                   total_ms, total_bytes)
+
+
+@dataclass(frozen=True)
+class LocalCopy:
+    base_offset: int
+    next_offset: int | None          # None: the active segment
+    size: int
+    remote: bool = False             # its manifest is in the store (upload verified)
+    max_timestamp: int | None = None # known once remote (from the manifest)
+    not_remote_reason: str = "not in the store yet"
+
+    @property
+    def active(self) -> bool:
+        return self.next_offset is None
+
+
+@dataclass(frozen=True)
+class RemoteCopy:
+    base_offset: int
+    end_offset: int
+    size: int                        # of the .log (Kafka's segment size)
+    max_timestamp: int | None        # None: unknown (its manifest could not be read): never expires by time
+
+
+@dataclass(frozen=True)
+class PartitionInput:
+    local: tuple[LocalCopy, ...]     # oldest first
+    remote: tuple[RemoteCopy, ...]   # oldest first
+    limits: Limits
+    # Why nothing may be deleted locally at all (tiering off for the topic, local_delete =
+    # "off", a partition that is never tiered), or None.
+    local_hold: str | None = None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    base_offset: int
+    size: int
+    reason: str                      # local-time, local-size, total-time, total-size
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    local: tuple[Deletion, ...] = ()     # oldest first: a prefix of the local segments
+    remote: tuple[Deletion, ...] = ()    # oldest first: a prefix of the store's segments
+    local_waiting: str | None = None     # why the oldest local segment left stays
+    remote_waiting: str | None = None    # why the oldest remote segment left stays
+    # The base offset of the first local segment kept once the planned ones are gone (the
+    # offset DeleteRecords moves the log start offset to); None when nothing goes locally.
+    local_keep_from: int | None = None
+
+
+def plan_retention(partition: PartitionInput, now_ms: int) -> RetentionPlan:
+    remote, remote_waiting = _plan_remote(partition, now_ms)
+    local, local_waiting, keep_from = _plan_local(partition, now_ms, {d.base_offset: d.reason for d in remote})
+    return RetentionPlan(tuple(local), tuple(remote), local_waiting, remote_waiting,
+                         keep_from if local else None)
+
+
+def _expired_by_time(max_timestamp: int | None, limit_ms: int, now_ms: int) -> bool:
+    return limit_ms >= 0 and max_timestamp is not None and now_ms - max_timestamp > limit_ms
+
+
+def _plan_remote(partition: PartitionInput, now_ms: int) -> tuple[list[Deletion], str | None]:
+    limits = partition.limits
+    if not partition.remote:
+        return [], None
+    highest = partition.remote[-1].end_offset
+    only_local = sum(c.size for c in partition.local if c.base_offset > highest)
+    excess = sum(r.size for r in partition.remote) + only_local - limits.total_bytes
+    deletions = []
+    for segment in partition.remote:
+        if _expired_by_time(segment.max_timestamp, limits.total_ms, now_ms):
+            reason = TOTAL_TIME
+        elif limits.total_bytes >= 0 and excess - segment.size >= 0:
+            reason = TOTAL_SIZE
+        else:
+            return deletions, _within("total", limits.total_ms, limits.total_bytes, segment.max_timestamp, now_ms)
+        deletions.append(Deletion(segment.base_offset, segment.size, reason))
+        excess -= segment.size
+    return deletions, None
+
+
+def _plan_local(partition: PartitionInput, now_ms: int,
+                remote_expired: dict[int, str]) -> tuple[list[Deletion], str | None, int | None]:
+    """(deletions, why the next one stays, base offset of the first one kept)."""
+    if not partition.local:
+        return [], None, None
+    if partition.local_hold is not None:
+        return [], partition.local_hold, None
+    limits = partition.limits
+    excess = sum(c.size for c in partition.local) - limits.local_bytes
+    deletions: list[Deletion] = []
+    for copy in partition.local:
+        if copy.active:
+            return deletions, f"segment {copy.base_offset} is the active segment (never deleted)", copy.base_offset
+        if copy.base_offset in remote_expired:
+            reason = remote_expired[copy.base_offset]       # total retention takes the local copy too
+        elif _expired_by_time(copy.max_timestamp, limits.local_ms, now_ms):
+            reason = LOCAL_TIME
+        elif limits.local_bytes >= 0 and excess - copy.size >= 0:
+            reason = LOCAL_SIZE
+        elif not copy.remote:
+            return deletions, f"segment {copy.base_offset}: {copy.not_remote_reason}", copy.base_offset
+        else:
+            return deletions, _within("local", limits.local_ms, limits.local_bytes, copy.max_timestamp, now_ms), \
+                copy.base_offset
+        if not copy.remote:
+            # Expired by size, but not safely in the store: rule 1 keeps it (and all after it).
+            return deletions, f"segment {copy.base_offset}: {copy.not_remote_reason} ({reason} would delete it)", \
+                copy.base_offset
+        deletions.append(Deletion(copy.base_offset, copy.size, reason))
+        excess -= copy.size
+    last = partition.local[-1]
+    return deletions, None, last.next_offset
+
+
+def _within(tier: str, limit_ms: int, limit_bytes: int, max_timestamp: int | None, now_ms: int) -> str:
+    if limit_ms < 0 and limit_bytes < 0:
+        return f"{tier} retention is unlimited"
+    parts = []
+    if limit_ms >= 0 and max_timestamp is not None:
+        parts.append(f"expires by time in {_duration(limit_ms - (now_ms - max_timestamp))}")
+    if limit_bytes >= 0:
+        parts.append(f"within {tier} retention bytes ({limit_bytes})")
+    return "; ".join(parts) or f"within {tier} retention"
+
+
+def _duration(ms: int) -> str:
+    seconds = max(0, ms) / 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"

@@ -1,0 +1,318 @@
+"""Carrying out retention plans: deletions in the store, then on the local disk.
+
+- **Store** (total retention): every expiring segment's manifest goes first, in one batched
+  DeleteObjects, and its data objects after, so a crash in between leaves orphans (deleted
+  again on the next pass, or by the sweep), never a manifest without its data.
+- **Local disk**, by `local_delete`:
+  - `unlink`: only while no broker holds the log dir's lock (held by us meanwhile); the
+    segment's index files go first and its `.log` last, so a crash in between leaves a
+    segment the next pass finishes, never index files without a `.log`;
+  - `kafka-admin`: DeleteRecords up to the first segment kept; the broker deletes the files;
+  - `off`: nothing.
+  A segment leaving the local disk by local retention is checked against the store first:
+  manifest present, every object there with the size and ETag the manifest recorded, and the
+  manifest describing this very segment (end offset, size).
+
+The runner reads the journal's records but does not write them: it returns what changed
+(segments expired, timestamps learned) for the journal's owner to record.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from tiering.config import Config
+from tiering.journal import SegmentId, SegmentRecord, SegmentState
+from tiering.kafka.lock import BrokerRunning, broker_stopped
+from tiering.kafka.logdir import LocalSegment, LogDirScan
+from tiering.observability.metrics import Metrics
+from tiering.retention.admin import AdminError, RecordDeleter
+from tiering.retention.inputs import PartitionView, partition_views
+from tiering.retention.plan import Deletion, RetentionPlan, plan_retention
+from tiering.store.errors import StoreError
+from tiering.store.keys import OBJECT_SUFFIXES, parse_key
+from tiering.store.manifest import ManifestError, parse_manifest
+from tiering.store.protocol import ObjectStore
+
+
+@dataclass(frozen=True)
+class Deleted:
+    segment: SegmentId
+    tier: str           # "local" or "remote"
+    reason: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    deleted: tuple[Deleted, ...] = ()
+    blocked: tuple[tuple[str, str], ...] = ()         # (log dir, why) where unlink was refused
+    failures: tuple[str, ...] = ()
+    expired: tuple[SegmentId, ...] = ()               # removed from the store: journal -> expired
+    max_timestamps: tuple[tuple[SegmentId, int], ...] = ()   # learned from manifests (older journals)
+    forgotten: tuple[SegmentId, ...] = ()             # expired rows with no local copy left
+
+    def count(self, tier: str) -> int:
+        return sum(1 for d in self.deleted if d.tier == tier)
+
+
+@dataclass
+class _Pass:
+    deleted: list[Deleted] = field(default_factory=list)
+    blocked: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    expired: list[SegmentId] = field(default_factory=list)
+
+
+class RetentionRunner:
+    def __init__(self, store: ObjectStore, log: Any, now_ms: Callable[[], int], *,
+                 deleter_factory: Callable[[str], RecordDeleter] | None = None,
+                 metrics: Metrics | None = None):
+        self.store = store
+        self.log = log
+        self.now_ms = now_ms
+        self.deleter_factory = deleter_factory
+        self.metrics = metrics
+        self._deleter: RecordDeleter | None = None
+
+    def close(self) -> None:
+        if self._deleter is not None:
+            self._deleter.close()
+            self._deleter = None
+
+    def run(self, config: Config, scan: LogDirScan, records: list[SegmentRecord],
+            disabled: frozenset[str]) -> RetentionReport:
+        learned = self._fill_max_timestamps(records)
+        if learned:
+            updated = dict(learned)
+            records = [_with_timestamp(r, updated.get(r.id)) for r in records]
+        now = self.now_ms()
+        views = partition_views(config, scan, records, disabled)
+        plans = [(view, plan_retention(view.input, now)) for view in views]
+        work = _Pass()
+        self._delete_remote(plans, work)
+        self._delete_local(config, plans, work)
+        local_left = {(s.topic, s.partition, s.base_offset) for p in scan.partitions for s in p.segments}
+        deleted_local = {d.segment for d in work.deleted if d.tier == "local"}
+        forgotten = tuple(r.id for r in records if r.state is SegmentState.EXPIRED
+                          and ((r.id.topic, r.id.partition, r.id.base_offset) not in local_left or r.id in deleted_local))
+        return RetentionReport(tuple(work.deleted), tuple(work.blocked), tuple(work.failures), tuple(work.expired),
+                               tuple(learned), forgotten)
+
+    # -- the store ---------------------------------------------------------------------------
+
+    def _fill_max_timestamps(self, records: list[SegmentRecord]) -> list[tuple[SegmentId, int]]:
+        """Rows written before the journal kept timestamps: read them from the manifests once."""
+        learned = []
+        for record in records:
+            if record.state is SegmentState.UPLOADED and record.max_timestamp is None and record.manifest_key:
+                try:
+                    manifest = parse_manifest(self.store.get_bytes(record.manifest_key), record.manifest_key)
+                except (StoreError, ManifestError) as exc:
+                    self.log.warning("cannot read a manifest for its timestamp; time retention skips the segment",
+                                     key=record.manifest_key, error=str(exc))
+                    continue
+                learned.append((record.id, manifest.max_timestamp))
+        return learned
+
+    def _delete_remote(self, plans: list[tuple[PartitionView, RetentionPlan]], work: _Pass) -> None:
+        doomed: list[tuple[PartitionView, Deletion, SegmentRecord]] = []
+        for view, plan in plans:
+            for deletion in plan.remote:
+                doomed.append((view, deletion, view.remote[deletion.base_offset]))
+        if not doomed:
+            return
+        manifests = [record.manifest_key for _, _, record in doomed if record.manifest_key]
+        data = []
+        for _, _, record in doomed:
+            parsed = parse_key(record.manifest_key or "")
+            if parsed is not None:
+                data += [f"{parsed.stem}.{suffix}" for suffix in OBJECT_SUFFIXES.values()]
+        try:
+            self.store.delete_objects(manifests)      # first: the segment stops existing for readers
+        except StoreError as exc:
+            self._fail(work, f"total retention: cannot delete {len(manifests)} manifest(s) from the store: {exc}")
+            return
+        for view, deletion, record in doomed:
+            sid = view.segment_id(deletion.base_offset)
+            work.expired.append(sid)
+            work.deleted.append(Deleted(sid, "remote", deletion.reason, deletion.size))
+            self._count("remote", deletion)
+            self.log.info("segment deleted from the store", topic=view.topic, partition=view.partition,
+                          base_offset=deletion.base_offset, reason=deletion.reason, bytes=deletion.size,
+                          key=record.manifest_key)
+        try:
+            self.store.delete_objects(data)           # then its data (missing keys are no error)
+        except StoreError as exc:
+            self._fail(work, f"total retention: manifests deleted, their data objects not (left for the sweep): {exc}")
+
+    # -- the local disk ----------------------------------------------------------------------
+
+    def _delete_local(self, config: Config, plans: list[tuple[PartitionView, RetentionPlan]], work: _Pass) -> None:
+        by_dir: dict[Path, list[tuple[PartitionView, RetentionPlan]]] = defaultdict(list)
+        admin: list[tuple[PartitionView, RetentionPlan]] = []
+        for view, plan in plans:
+            if not plan.local or view.local is None:
+                continue
+            if view.local_delete == "unlink":
+                by_dir[view.local.log_dir].append((view, plan))
+            elif view.local_delete == "kafka-admin":
+                admin.append((view, plan))
+        for log_dir, items in sorted(by_dir.items()):
+            try:
+                with broker_stopped(log_dir):
+                    for view, plan in items:
+                        self._unlink_partition(view, plan, work)
+            except BrokerRunning as exc:
+                work.blocked.append((str(log_dir), exc.state.detail))
+        if admin:
+            self._delete_records(config, admin, work)
+
+    def _deletable(self, view: PartitionView, plan: RetentionPlan, work: _Pass) -> list[tuple[Deletion, LocalSegment]]:
+        """The planned local deletions that pass the check against the store, in order, up to
+        the first that does not (deletion stays a prefix)."""
+        assert view.local is not None
+        segments = {s.base_offset: s for s in view.local.segments}
+        expired_now = {sid.base_offset for sid in work.expired if sid.topic_id == view.topic_id
+                       and sid.partition == view.partition}
+        ready = []
+        for deletion in plan.local:
+            segment = segments[deletion.base_offset]
+            if deletion.reason.startswith("total-"):
+                if deletion.base_offset not in expired_now:
+                    break   # its store copy could not be deleted: keep the local one in step
+            else:
+                problem = self._check_remote(view.remote[deletion.base_offset], segment)
+                if problem is not None:
+                    self._fail(work, f"{segment.log_path}: not deleted: {problem}")
+                    break
+            ready.append((deletion, segment))
+        return ready
+
+    def _check_remote(self, record: SegmentRecord, segment: LocalSegment) -> str | None:
+        key = record.manifest_key or ""
+        parsed = parse_key(key)
+        if parsed is None:
+            return f"the journal names no valid manifest ({key!r})"
+        try:
+            listing = {info.key: info for info in self.store.list_objects(parsed.stem + ".")}
+            if key not in listing:
+                return f"its manifest {key} is not in the store"
+            manifest = parse_manifest(self.store.get_bytes(key), key)
+        except StoreError as exc:
+            return f"the store could not be checked: {exc}"
+        except ManifestError as exc:
+            return f"its manifest {key} is invalid: {exc}"
+        if manifest.end_offset != segment.end_offset or manifest.size_bytes != segment.size:
+            return (f"the store's copy covers {manifest.base_offset}..{manifest.end_offset} in {manifest.size_bytes} "
+                    f"bytes, the local one {segment.base_offset}..{segment.end_offset} in {segment.size}")
+        for entry in manifest.objects:
+            info = listing.get(entry.key)
+            if info is None:
+                return f"object {entry.key} is missing from the store"
+            if info.size != entry.size or (entry.etag and info.etag != entry.etag):
+                return (f"object {entry.key} is {info.size} bytes (ETag {info.etag}) in the store, the manifest "
+                        f"recorded {entry.size} (ETag {entry.etag})")
+        return None
+
+    def _unlink_partition(self, view: PartitionView, plan: RetentionPlan, work: _Pass) -> None:
+        for deletion, segment in self._deletable(view, plan, work):
+            try:
+                for _, path in segment.index_paths:
+                    _unlink(path)
+                if segment.index_paths:
+                    _fsync_dir(segment.log_path.parent)   # the index files are gone before the .log goes
+                _unlink(segment.log_path)
+                _fsync_dir(segment.log_path.parent)
+            except OSError as exc:
+                self._fail(work, f"{segment.log_path}: cannot delete ({exc.strerror}); check the permissions "
+                                 "of the partition directory")
+                return
+            self._deleted(work, view, deletion, "segment deleted locally", path=str(segment.log_path))
+
+    def _delete_records(self, config: Config, items: list[tuple[PartitionView, RetentionPlan]], work: _Pass) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        chosen: dict[tuple[str, int], tuple[PartitionView, list[Deletion]]] = {}
+        for view, plan in items:
+            ready = self._deletable(view, plan, work)
+            if not ready:
+                continue
+            last = ready[-1][1]
+            assert last.next_offset is not None and view.state is not None and view.local is not None
+            keep_from = last.next_offset
+            start = view.state.log_start_offsets.get(view.local.tp)
+            if start is not None and start >= keep_from:
+                continue   # already asked; the broker deletes the files at its next retention check
+            offsets[(view.topic, view.partition)] = keep_from
+            chosen[(view.topic, view.partition)] = (view, [d for d, _ in ready])
+        if not offsets:
+            return
+        try:
+            if self._deleter is None:
+                if self.deleter_factory is None or not config.kafka.bootstrap_servers:
+                    raise AdminError("kafka.bootstrap_servers is not set")
+                self._deleter = self.deleter_factory(config.kafka.bootstrap_servers)
+            results = self._deleter.delete_records(offsets)
+        except AdminError as exc:
+            self._fail(work, f"local_delete = kafka-admin: {exc}")
+            return
+        for key, error in sorted(results.items()):
+            view, deletions = chosen[key]
+            if error is not None:
+                self._fail(work, f"{key[0]}-{key[1]}: DeleteRecords to offset {offsets[key]} failed: {error}")
+                continue
+            for deletion in deletions:
+                self._deleted(work, view, deletion, "broker asked to delete segment (DeleteRecords)",
+                              log_start_offset=offsets[key])
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _deleted(self, work: _Pass, view: PartitionView, deletion: Deletion, event: str, **fields: object) -> None:
+        work.deleted.append(Deleted(view.segment_id(deletion.base_offset), "local", deletion.reason, deletion.size))
+        self._count("local", deletion)
+        self.log.info(event, topic=view.topic, partition=view.partition, base_offset=deletion.base_offset,
+                      reason=deletion.reason, bytes=deletion.size, **fields)
+
+    def _count(self, tier: str, deletion: Deletion) -> None:
+        if self.metrics:
+            self.metrics.retention_deleted_segments.labels(tier, deletion.reason).inc()
+            self.metrics.retention_deleted_bytes.labels(tier, deletion.reason).inc(deletion.size)
+
+    def _fail(self, work: _Pass, line: str) -> None:
+        work.failures.append(line)
+        self.log.error("retention step failed", detail=line)
+        if self.metrics:
+            self.metrics.retention_failures.inc()
+
+
+def _with_timestamp(record: SegmentRecord, max_timestamp: int | None) -> SegmentRecord:
+    return record if max_timestamp is None else replace(record, max_timestamp=max_timestamp)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def record_report(journal: Any, report: RetentionReport, now_ms: int) -> None:
+    """Write what a retention pass changed into the journal (by the journal's owner)."""
+    for sid, max_timestamp in report.max_timestamps:
+        journal.set_max_timestamp(sid, max_timestamp)
+    for sid in report.expired:
+        journal.mark_expired(sid, now_ms)
+    for sid in report.forgotten:
+        journal.forget(sid)

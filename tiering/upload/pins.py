@@ -1,0 +1,225 @@
+"""Pins: hard links that keep an eligible segment's files alive until it is in the store.
+
+The broker's own retention may delete a rolled segment we have not uploaded yet (it renames
+the files to `.deleted` and unlinks them a minute later). A hard link made when the segment
+became eligible keeps the inode, so the upload reads the same bytes from the pin whatever the
+broker does meanwhile, and a segment the broker deleted is still offloaded. The pin goes once
+the segment's manifest is in the store (or the partition itself is gone: a deleted topic).
+
+A hard link only works on the same file system, and never inside the broker's log dir (the
+broker takes any directory there for a partition). Each log dir uses the first of
+`state.pin_dirs`, then `state.dir/pins`, that is on its file system; a log dir without one is
+reported once and uploaded without pins.
+
+Layout: `<pin root>/<topic id>/<partition>/<base offset>-<next offset>.<extension>`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tiering.kafka.logdir import LocalPartition, LocalSegment
+
+_PIN_NAME = re.compile(r"^(\d{20})-(\d{20})\.(log|index|timeindex|txnindex|snapshot)$")
+
+
+@dataclass(frozen=True)
+class Pin:
+    directory: Path
+    base_offset: int
+    next_offset: int
+    files: tuple[tuple[str, Path], ...]     # (extension, path in the pin dir)
+
+    @property
+    def log_path(self) -> Path:
+        return dict(self.files)["log"]
+
+    def segment(self, partition: LocalPartition) -> LocalSegment:
+        """The pinned segment as an upload reads it (every path inside the pin)."""
+        files = dict(self.files)
+        return LocalSegment(
+            log_dir=partition.log_dir, topic=partition.topic, partition=partition.partition,
+            base_offset=self.base_offset, next_offset=self.next_offset, size=_size(files["log"]),
+            log_path=files["log"],
+            index_paths=tuple((ext, files[ext]) for ext in ("index", "timeindex", "txnindex") if ext in files),
+            snapshot_path=files.get("snapshot"))
+
+
+class PinStore:
+    """Owned by the upload coordinator's thread."""
+
+    def __init__(self, roots: tuple[Path, ...], log: Any):
+        self.roots = roots
+        self.log = log
+        self._root_of: dict[Path, Path | None] = {}            # log dir -> pin root (None: no pins)
+        self._pins: dict[tuple[Path, str, int], dict[int, Pin]] = {}
+        self._loaded: set[Path] = set()
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def pins(self, partition: LocalPartition) -> dict[int, Pin]:
+        directory = self._directory(partition)
+        if directory is None:
+            return {}
+        return self._pins.get(self._key(directory), {})
+
+    def count(self) -> int:
+        return sum(len(p) for p in self._pins.values())
+
+    def rescued(self, partition: LocalPartition) -> list[LocalSegment]:
+        """Pinned segments the broker has deleted meanwhile (they still need uploading)."""
+        present = {s.base_offset for s in partition.segments}
+        return [pin.segment(partition) for base, pin in sorted(self.pins(partition).items()) if base not in present]
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def pin(self, partition: LocalPartition, segment: LocalSegment) -> LocalSegment:
+        """Link the segment's files into its pin dir (once); returns the segment as read from
+        the pin, or unchanged when it cannot be pinned."""
+        assert segment.next_offset is not None
+        directory = self._directory(partition)
+        if directory is None:
+            return segment
+        pins = self._pins.setdefault(self._key(directory), {})
+        existing = pins.get(segment.base_offset)
+        if existing is not None and existing.next_offset == segment.next_offset and _same_file(existing.log_path, segment.log_path):
+            return existing.segment(partition)
+        if existing is not None:
+            self.release(partition, segment.base_offset)   # the broker replaced the segment
+        files = [("log", segment.log_path), *segment.index_paths]
+        if segment.snapshot_path is not None:
+            files.append(("snapshot", segment.snapshot_path))
+        stem = f"{segment.base_offset:020d}-{segment.next_offset:020d}"
+        linked: list[tuple[str, Path]] = []
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            for ext, source in files:
+                target = directory / f"{stem}.{ext}"
+                try:
+                    os.link(source, target, follow_symlinks=False)
+                except FileExistsError:
+                    if not _same_file(source, target):
+                        os.unlink(target)
+                        os.link(source, target, follow_symlinks=False)
+                except FileNotFoundError:
+                    if ext == "log":
+                        raise
+                    continue   # an index or snapshot the broker removed: the upload goes without it
+                linked.append((ext, target))
+        except FileNotFoundError:
+            _unlink_all(linked)
+            return segment      # the segment itself is gone already; nothing to keep
+        except OSError as exc:
+            _unlink_all(linked)
+            self._disable(partition.log_dir, directory, exc)
+            return segment
+        pin = Pin(directory, segment.base_offset, segment.next_offset, tuple(linked))
+        pins[segment.base_offset] = pin
+        return pin.segment(partition)
+
+    def release(self, partition: LocalPartition, base_offset: int) -> None:
+        directory = self._directory(partition)
+        if directory is None:
+            return
+        pin = self._pins.get(self._key(directory), {}).pop(base_offset, None)
+        if pin is not None:
+            _unlink_all(list(pin.files))
+
+    def release_partition(self, partition: LocalPartition) -> None:
+        for base in list(self.pins(partition)):
+            self.release(partition, base)
+
+    # -- where pins live -------------------------------------------------------------------
+
+    def _directory(self, partition: LocalPartition) -> Path | None:
+        if partition.topic_id is None:
+            return None
+        root = self._root(partition.log_dir)
+        if root is None:
+            return None
+        directory = root / partition.topic_id / str(partition.partition)
+        if directory not in self._loaded:
+            self._load(directory)
+        return directory
+
+    def _root(self, log_dir: Path) -> Path | None:
+        if log_dir in self._root_of:
+            return self._root_of[log_dir]
+        chosen = None
+        try:
+            device = os.stat(log_dir).st_dev
+            for root in self.roots:
+                try:
+                    root.mkdir(parents=True, exist_ok=True, mode=0o750)
+                    if os.stat(root).st_dev == device:
+                        chosen = root
+                        break
+                except OSError:
+                    continue
+        except OSError:
+            return None    # the log dir is not there (yet): decide on a later scan
+        if chosen is None:
+            self.log.warning("segments of this log dir cannot be pinned: no pin dir on its file system; "
+                             "the broker's retention could delete a segment before it is uploaded "
+                             "(add a directory on that file system to state.pin_dirs)",
+                             log_dir=str(log_dir), pin_dirs=[str(r) for r in self.roots])
+        self._root_of[log_dir] = chosen
+        return chosen
+
+    def _disable(self, log_dir: Path, directory: Path, exc: OSError) -> None:
+        self.log.warning("cannot pin segments of this log dir (hard link refused); uploading without pins",
+                         log_dir=str(log_dir), pin_dir=str(directory), error=exc.strerror)
+        self._root_of[log_dir] = None
+
+    def _key(self, directory: Path) -> tuple[Path, str, int]:
+        return (directory.parent.parent, directory.parent.name, int(directory.name))
+
+    def _load(self, directory: Path) -> None:
+        """Read pins a previous run left (once per partition)."""
+        self._loaded.add(directory)
+        found: dict[int, dict[str, Any]] = {}
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return
+        for entry in entries:
+            match = _PIN_NAME.match(entry.name)
+            if not match:
+                continue
+            base, next_offset, ext = int(match.group(1)), int(match.group(2)), match.group(3)
+            found.setdefault(base, {"next": next_offset, "files": []})["files"].append((ext, Path(entry.path)))
+        pins = self._pins.setdefault(self._key(directory), {})
+        for base, item in found.items():
+            files = tuple(sorted(item["files"]))
+            if "log" not in dict(files):
+                _unlink_all(list(files))   # a pin interrupted before its .log: useless
+                continue
+            pins[base] = Pin(directory, base, item["next"], files)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _unlink_all(files: list[tuple[str, Path]]) -> None:
+    for _, path in files:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
