@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS segments (
     attempts INTEGER NOT NULL DEFAULT 0,
     updated_at_ms INTEGER NOT NULL,
     max_timestamp INTEGER,
+    expired_reason TEXT,
     PRIMARY KEY (topic_id, partition, base_offset)
 );
 CREATE INDEX IF NOT EXISTS segments_by_topic ON segments (topic, partition);
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS disabled_topics (topic TEXT PRIMARY KEY, since_ms INT
 """
 # Version 1 had no max_timestamp (time retention needs it; rows from v1 read it from their
 # manifest once) and no disabled_topics.
-_MIGRATIONS = {1: "ALTER TABLE segments ADD COLUMN max_timestamp INTEGER"}
+_MIGRATIONS = {1: "ALTER TABLE segments ADD COLUMN max_timestamp INTEGER; "
+                  "ALTER TABLE segments ADD COLUMN expired_reason TEXT"}
 
 
 class SegmentState(str, Enum):
@@ -70,6 +72,7 @@ class SegmentRecord:
     attempts: int
     updated_at_ms: int
     max_timestamp: int | None = None
+    expired_reason: str | None = None     # total-time or total-size, once EXPIRED
 
 
 class JournalError(TieringError):
@@ -86,7 +89,7 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")  # an "uploaded" row must survive power loss
             version = self._existing_version()
             if version is not None and version in _MIGRATIONS:
-                self._db.execute(_MIGRATIONS[version])
+                self._db.executescript(_MIGRATIONS[version])
                 version = SCHEMA_VERSION
             self._db.executescript(_SCHEMA)
             if version is None or version == SCHEMA_VERSION:
@@ -146,8 +149,8 @@ class Journal:
                      remote_bytes=remote_bytes, manifest_key=manifest_key, last_error=None,
                      max_timestamp=max_timestamp)
 
-    def mark_expired(self, segment: SegmentId, now_ms: int) -> None:
-        self._upsert(segment, SegmentState.EXPIRED, now_ms)
+    def mark_expired(self, segment: SegmentId, reason: str, now_ms: int) -> None:
+        self._upsert(segment, SegmentState.EXPIRED, now_ms, expired_reason=reason)
 
     def set_max_timestamp(self, segment: SegmentId, max_timestamp: int) -> None:
         self._write("UPDATE segments SET max_timestamp = ? WHERE topic_id = ? AND partition = ? AND base_offset = ?",
@@ -177,23 +180,23 @@ class Journal:
         existing = self.get(segment)
         values = {
             "uid": None, "end_offset": None, "size_bytes": None, "remote_bytes": None, "manifest_key": None,
-            "last_error": None, "attempts": 0, "max_timestamp": None,
+            "last_error": None, "attempts": 0, "max_timestamp": None, "expired_reason": None,
         }
         if existing:
             values.update(uid=existing.uid, end_offset=existing.end_offset, size_bytes=existing.size_bytes,
                           remote_bytes=existing.remote_bytes, manifest_key=existing.manifest_key,
                           last_error=existing.last_error, attempts=existing.attempts,
-                          max_timestamp=existing.max_timestamp)
+                          max_timestamp=existing.max_timestamp, expired_reason=existing.expired_reason)
         values.update(fields)
         if bump_attempts:
             values["attempts"] = int(values["attempts"]) + 1  # type: ignore[call-overload]
         self._write(
             "INSERT OR REPLACE INTO segments (topic, topic_id, partition, base_offset, state, uid, end_offset, "
-            "size_bytes, remote_bytes, manifest_key, last_error, attempts, updated_at_ms, max_timestamp) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "size_bytes, remote_bytes, manifest_key, last_error, attempts, updated_at_ms, max_timestamp, "
+            "expired_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (segment.topic, segment.topic_id, segment.partition, segment.base_offset, state.value, values["uid"],
              values["end_offset"], values["size_bytes"], values["remote_bytes"], values["manifest_key"],
-             values["last_error"], values["attempts"], now_ms, values["max_timestamp"]))
+             values["last_error"], values["attempts"], now_ms, values["max_timestamp"], values["expired_reason"]))
 
     def _write(self, sql: str, params: tuple) -> None:
         try:
@@ -203,7 +206,7 @@ class Journal:
 
 
 _COLUMNS = ("topic, topic_id, partition, base_offset, state, uid, end_offset, size_bytes, remote_bytes, "
-            "manifest_key, last_error, attempts, updated_at_ms, max_timestamp")
+            "manifest_key, last_error, attempts, updated_at_ms, max_timestamp, expired_reason")
 
 
 def _record(row: tuple) -> SegmentRecord:

@@ -20,16 +20,19 @@ def partitions(draw):
     sizes = draw(st.lists(st.integers(1, 1000), min_size=remote_only + count, max_size=remote_only + count))
     stamps = draw(st.lists(st.integers(0, NOW), min_size=remote_only + count, max_size=remote_only + count))
     uploaded = draw(st.lists(st.booleans(), min_size=count, max_size=count))
+    # The oldest local copies may be ones total retention already removed from the store.
+    expired = draw(st.integers(0, count - 1))
     bases = [sum(sizes[:i]) for i in range(len(sizes) + 1)]   # offsets grow with size: any rule will do
     remote, local = [], []
     for i in range(remote_only + count):
         last = i == remote_only + count - 1
-        in_store = i < remote_only or (not last and uploaded[i - remote_only])
+        gone = remote_only <= i < remote_only + expired
+        in_store = i < remote_only or (not last and not gone and uploaded[i - remote_only])
         if in_store:
             remote.append(RemoteCopy(bases[i], bases[i + 1] - 1, sizes[i], stamps[i]))
         if i >= remote_only:
             local.append(LocalCopy(bases[i], None if last else bases[i + 1], sizes[i], in_store,
-                                   stamps[i] if in_store else None))
+                                   stamps[i] if in_store else None, expired="total-size" if gone else None))
     limit = st.one_of(st.just(-1), st.integers(0, 12_000))
     total_ms, total_bytes = draw(limit), draw(limit)
     local_ms = draw(st.one_of(st.just(-2), st.just(-1), st.integers(0, 12_000_000)))
@@ -53,7 +56,7 @@ def test_nothing_unuploaded_or_active_is_ever_deleted_locally(partition):
     by_base = {c.base_offset: c for c in partition.local}
     for deletion in plan.local:
         copy = by_base[deletion.base_offset]
-        assert copy.remote and not copy.active
+        assert (copy.remote or copy.expired) and not copy.active
 
 
 @settings(max_examples=500)
@@ -82,7 +85,7 @@ def test_every_deletion_has_its_reason_and_sizes_never_go_below_the_limit(partit
         elif deletion.reason == LOCAL_SIZE:
             assert limits.local_bytes >= 0 and local_left >= limits.local_bytes
         else:
-            assert remote_by_base[deletion.base_offset] == deletion.reason
+            assert remote_by_base.get(deletion.base_offset, copy.expired) == deletion.reason
     highest = partition.remote[-1].end_offset if partition.remote else -1
     total_left = sum(r.size for r in partition.remote) + sum(c.size for c in partition.local if c.base_offset > highest)
     for deletion in plan.remote:
@@ -130,7 +133,17 @@ def test_minus_two_means_the_total_value_and_minus_one_unlimited(partition):
     assert plan_retention(same, NOW) == plan_retention(explicit, NOW)
     unlimited = PartitionInput(partition.local, partition.remote, Limits.of(-1, -1, -1, -1))
     plan = plan_retention(unlimited, NOW)
-    assert plan.local == () and plan.remote == ()
+    assert plan.remote == ()
+    assert [d.base_offset for d in plan.local] == [c.base_offset for c in partition.local if c.expired]
+
+
+@settings(max_examples=300)
+@given(partitions())
+def test_local_copies_already_expired_from_the_store_go_first(partition):
+    plan = plan_retention(partition, NOW)
+    expired = [c.base_offset for c in partition.local if c.expired]
+    assert [d.base_offset for d in plan.local[:len(expired)]] == expired
+    assert all(d.reason == "total-size" for d in plan.local[:len(expired)])
 
 
 @settings(max_examples=300)

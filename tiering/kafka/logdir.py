@@ -199,7 +199,10 @@ def scan_partition(root: Path, path: Path, topic: str, partition: int,
             anomalies.append(Anomaly(entry.path, "skipped: not a well-formed segment file name"))
             continue
         if parsed.extension == "log":
-            logs[parsed.base_offset] = entry.stat(follow_symlinks=False).st_size
+            try:
+                logs[parsed.base_offset] = entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue   # deleted since the listing (the broker's retention, or ours)
         elif parsed.extension == "snapshot":
             snapshots[parsed.base_offset] = Path(entry.path)
         else:

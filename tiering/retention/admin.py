@@ -5,6 +5,7 @@ by us. Through kafka-python's admin client, a maintained implementation of the p
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping, Protocol
 
 PartitionKey = tuple[str, int]   # (topic, partition)
@@ -25,18 +26,25 @@ class RecordDeleter(Protocol):
 class KafkaAdminDeleter:
     """Connects on first use (a daemon must start even while the broker is down)."""
 
-    def __init__(self, bootstrap_servers: str, timeout_ms: int = 30_000):
+    def __init__(self, bootstrap_servers: str, timeout_ms: int = 30_000, bootstrap_timeout_ms: int = 10_000):
         self.bootstrap_servers = bootstrap_servers
         self.timeout_ms = timeout_ms
+        self.bootstrap_timeout_ms = bootstrap_timeout_ms
         self._client = None
 
     def _admin(self):
         if self._client is None:
             from kafka import KafkaAdminClient
             from kafka.errors import KafkaError
+            # The client's own log lines would reach stderr through logging's last-resort
+            # handler; what matters from them is in the AdminError we raise.
+            quiet = logging.getLogger("kafka")
+            quiet.addHandler(logging.NullHandler())
+            quiet.propagate = False
             try:
                 self._client = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers.split(","),
-                                                client_id="tiering", request_timeout_ms=self.timeout_ms)
+                                                client_id="tiering", request_timeout_ms=self.timeout_ms,
+                                                bootstrap_timeout_ms=self.bootstrap_timeout_ms)
             except KafkaError as exc:
                 raise AdminError(f"kafka.bootstrap_servers {self.bootstrap_servers}: {_describe(exc)}; "
                                  "check the broker is up and the address is right") from None
@@ -68,4 +76,4 @@ class KafkaAdminDeleter:
 def _describe(exc: Exception) -> str:
     text = str(exc)
     name = type(exc).__name__
-    return name if not text or text == name else f"{name}: {text}"
+    return text if text.startswith(name) else f"{name}: {text}" if text else name

@@ -26,6 +26,7 @@ class PartitionView:
     local: LocalPartition | None
     state: LogDirState | None
     remote: dict[int, SegmentRecord]      # base offset -> the uploaded row
+    expired: frozenset[int]               # base offsets total retention removed from the store
     input: PartitionInput
     local_delete: str
 
@@ -43,7 +44,7 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
         key = (record.id.topic, record.id.topic_id, record.id.partition)
         if record.state is SegmentState.UPLOADED:
             uploaded[key][record.id.base_offset] = record
-        elif record.state is SegmentState.FAILED:
+        elif record.state in (SegmentState.FAILED, SegmentState.EXPIRED):
             failed[key][record.id.base_offset] = record
     views, seen = [], set()
     for partition in scan.partitions:
@@ -56,7 +57,7 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
         topic, topic_id, number = key
         policy = config.retention_for(topic)
         remote = uploaded[key]
-        views.append(PartitionView(topic, topic_id, number, None, None, remote,
+        views.append(PartitionView(topic, topic_id, number, None, None, remote, frozenset(),
                                    PartitionInput((), _remote_copies(remote), _limits(config, topic)),
                                    policy.local_delete))
     return views
@@ -78,7 +79,8 @@ def _remote_copies(remote: dict[int, SegmentRecord]) -> tuple[RemoteCopy, ...]:
 
 def _local_view(config: Config, partition: LocalPartition, state: LogDirState, topic_filter: TopicFilter,
                 disabled: frozenset[str], uploaded: dict[int, SegmentRecord],
-                failed: dict[int, SegmentRecord]) -> PartitionView:
+                others: dict[int, SegmentRecord]) -> PartitionView:
+    """`others`: the partition's failed and expired rows."""
     policy = config.retention_for(partition.topic)
     problem = partition_reason(partition, state, topic_filter, disabled)
     hold = None
@@ -87,6 +89,8 @@ def _local_view(config: Config, partition: LocalPartition, state: LogDirState, t
     elif policy.local_delete == "off":
         hold = "local_delete = \"off\": local segments are left to the broker"
     copies = []
+    failed = {b: r for b, r in others.items() if r.state is SegmentState.FAILED}
+    expired = {b: r.expired_reason or "total-time" for b, r in others.items() if r.state is SegmentState.EXPIRED}
     for segment, verdict in plan_partition(partition, state, topic_filter, disabled):
         record = uploaded.get(segment.base_offset)
         # The row must describe this very segment (same end offset): a segment the broker
@@ -95,6 +99,8 @@ def _local_view(config: Config, partition: LocalPartition, state: LogDirState, t
             and record.size_bytes == segment.size
         if remote:
             why = ""
+        elif segment.base_offset in expired:
+            why = "removed from the store by total retention"
         elif not verdict.eligible:
             why = f"not eligible for upload ({verdict.reason})"
         elif segment.base_offset in failed and failed[segment.base_offset].last_error:
@@ -104,8 +110,9 @@ def _local_view(config: Config, partition: LocalPartition, state: LogDirState, t
         else:
             why = "not in the store yet (upload pending)"
         copies.append(LocalCopy(segment.base_offset, segment.next_offset, segment.size, remote,
-                                record.max_timestamp if remote and record is not None else None, why))
+                                record.max_timestamp if remote and record is not None else None, why,
+                                expired.get(segment.base_offset) if not segment.is_active else None))
     return PartitionView(partition.topic, partition.topic_id, partition.partition, partition, state, uploaded,
-                         PartitionInput(tuple(copies), _remote_copies(uploaded), _limits(config, partition.topic),
+                         frozenset(expired), PartitionInput(tuple(copies), _remote_copies(uploaded), _limits(config, partition.topic),
                                         hold),
                          policy.local_delete)

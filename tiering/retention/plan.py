@@ -49,6 +49,8 @@ class LocalCopy:
     remote: bool = False             # its manifest is in the store (upload verified)
     max_timestamp: int | None = None # known once remote (from the manifest)
     not_remote_reason: str = "not in the store yet"
+    # Already removed from the store by total retention (its reason): the local copy goes too.
+    expired: str | None = None
 
     @property
     def active(self) -> bool:
@@ -135,8 +137,12 @@ def _plan_local(partition: PartitionInput, now_ms: int,
     for copy in partition.local:
         if copy.active:
             return deletions, f"segment {copy.base_offset} is the active segment (never deleted)", copy.base_offset
-        if copy.base_offset in remote_expired:
-            reason = remote_expired[copy.base_offset]       # total retention takes the local copy too
+        if copy.base_offset in remote_expired or copy.expired:
+            # total retention takes the local copy too (now, or it did on an earlier pass)
+            reason = remote_expired.get(copy.base_offset) or copy.expired or TOTAL_TIME
+            deletions.append(Deletion(copy.base_offset, copy.size, reason))
+            excess -= copy.size
+            continue
         elif _expired_by_time(copy.max_timestamp, limits.local_ms, now_ms):
             reason = LOCAL_TIME
         elif limits.local_bytes >= 0 and excess - copy.size >= 0:

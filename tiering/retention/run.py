@@ -52,7 +52,7 @@ class RetentionReport:
     deleted: tuple[Deleted, ...] = ()
     blocked: tuple[tuple[str, str], ...] = ()         # (log dir, why) where unlink was refused
     failures: tuple[str, ...] = ()
-    expired: tuple[SegmentId, ...] = ()               # removed from the store: journal -> expired
+    expired: tuple[tuple[SegmentId, str], ...] = ()   # removed from the store (reason): journal -> expired
     max_timestamps: tuple[tuple[SegmentId, int], ...] = ()   # learned from manifests (older journals)
     forgotten: tuple[SegmentId, ...] = ()             # expired rows with no local copy left
 
@@ -65,7 +65,7 @@ class _Pass:
     deleted: list[Deleted] = field(default_factory=list)
     blocked: list[tuple[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    expired: list[SegmentId] = field(default_factory=list)
+    expired: list[tuple[SegmentId, str]] = field(default_factory=list)
 
 
 class RetentionRunner:
@@ -139,7 +139,7 @@ class RetentionRunner:
             return
         for view, deletion, record in doomed:
             sid = view.segment_id(deletion.base_offset)
-            work.expired.append(sid)
+            work.expired.append((sid, deletion.reason))
             work.deleted.append(Deleted(sid, "remote", deletion.reason, deletion.size))
             self._count("remote", deletion)
             self.log.info("segment deleted from the store", topic=view.topic, partition=view.partition,
@@ -177,8 +177,8 @@ class RetentionRunner:
         the first that does not (deletion stays a prefix)."""
         assert view.local is not None
         segments = {s.base_offset: s for s in view.local.segments}
-        expired_now = {sid.base_offset for sid in work.expired if sid.topic_id == view.topic_id
-                       and sid.partition == view.partition}
+        expired_now = {sid.base_offset for sid, _ in work.expired if sid.topic_id == view.topic_id
+                       and sid.partition == view.partition} | view.expired
         ready = []
         for deletion in plan.local:
             segment = segments[deletion.base_offset]
@@ -312,7 +312,7 @@ def record_report(journal: Any, report: RetentionReport, now_ms: int) -> None:
     """Write what a retention pass changed into the journal (by the journal's owner)."""
     for sid, max_timestamp in report.max_timestamps:
         journal.set_max_timestamp(sid, max_timestamp)
-    for sid in report.expired:
-        journal.mark_expired(sid, now_ms)
+    for sid, reason in report.expired:
+        journal.mark_expired(sid, reason, now_ms)
     for sid in report.forgotten:
         journal.forget(sid)
