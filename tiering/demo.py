@@ -81,6 +81,9 @@ addressing_style = "path"
 concurrency = 4
 part_size_bytes = "5MiB"
 
+[topics."orders"]                  # local disk keeps ~300 KiB per partition; the rest is remote only
+local_retention_bytes = "300KiB"
+
 [state]
 dir = "{directory / 'state'}"
 
@@ -115,6 +118,8 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
         say("== pass 1: tiering run --once")
         first = offloader.run_pass()
         say(f"   uploaded {len(first.uploaded)} segments ({first.uploaded_bytes} bytes) in {first.seconds:.2f}s")
+        say(f"   retention: {first.retention.count('local')} segments of orders deleted locally after their "
+            f"upload was checked (local_retention_bytes = 300KiB)")
         _show_status(config, say)
 
         say("\n== the broker keeps producing; followers catch up on clicks-0 (HW released)")
@@ -133,14 +138,15 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
         report = verify_store(store, config.store.prefix, scan_log_dirs(config.kafka.log_dirs))
         say(f"   {report.manifests} manifests, {report.objects} objects, {report.local_copies} local copies "
             f"checked: {len(report.problems)} problems")
-        sample = first.uploaded[0]
+        sample = next(m for m in first.uploaded if m.topic != "orders")   # still local too
         remote = store.get_bytes(sample.object("log").key)
         local = (broker.partition_dir(sample.topic, sample.partition) / f"{sample.base_offset:020d}.log").read_bytes()
         say(f"   {sample.object('log').key}: {len(remote)} bytes, byte-identical to the local segment: {remote == local}")
         offloader.journal.close()
         store.close()
         broker.close()
-        ok = exit_code_for(third) == 0 and not report.problems and remote == local
+        ok = (exit_code_for(third) == 0 and not report.problems and remote == local
+              and first.retention.count("local") > 0 and not first.retention.failures)
         say("\n== demo " + ("finished: every eligible segment is in the store, verified" if ok else "FAILED"))
         return 0 if ok else 1
     finally:
