@@ -137,13 +137,14 @@ def _plan_local(partition: PartitionInput, now_ms: int,
     for copy in partition.local:
         if copy.active:
             return deletions, f"segment {copy.base_offset} is the active segment (never deleted)", copy.base_offset
-        if copy.base_offset in remote_expired or copy.expired:
-            # total retention takes the local copy too (now, or it did on an earlier pass)
+        if (copy.remote and copy.base_offset in remote_expired) or copy.expired:
+            # Total retention takes the local copy too (now, or it did on an earlier pass); a
+            # local segment that differs from the store's copy is not the one that expired.
             reason = remote_expired.get(copy.base_offset) or copy.expired or TOTAL_TIME
             deletions.append(Deletion(copy.base_offset, copy.size, reason))
             excess -= copy.size
             continue
-        elif _expired_by_time(copy.max_timestamp, limits.local_ms, now_ms):
+        if _expired_by_time(copy.max_timestamp, limits.local_ms, now_ms):
             reason = LOCAL_TIME
         elif limits.local_bytes >= 0 and excess - copy.size >= 0:
             reason = LOCAL_SIZE
