@@ -171,7 +171,7 @@ class _Reader:
                  if policy.local_delete == "kafka-admin"]
         if admin and not kafka.bootstrap_servers:
             self.problems.append(f"kafka.bootstrap_servers: required for local_delete = \"kafka-admin\" "
-                                 f"(set in {', '.join(admin)}): the broker's address, e.g. \"127.0.0.1:9092\"")
+                                 f"(used by {', '.join(admin)}): the broker's address, e.g. \"127.0.0.1:9092\"")
         if self.problems:
             return None
         return Config(kafka, store, upload, retention, MappingProxyType(topics), read, state, metrics, daemon)
@@ -184,6 +184,11 @@ class _Reader:
         if log_dirs is not None and not log_dirs:
             self.problems.append("kafka.log_dirs: must list at least one log directory")
         bootstrap = self._string("kafka", t, "bootstrap_servers", None)
+        for server in (bootstrap.split(",") if bootstrap else ()):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                self.problems.append(f"kafka.bootstrap_servers: {server.strip()!r} is not host:port "
+                                     "(a comma-separated list, e.g. \"10.0.0.1:9092,10.0.0.2:9092\")")
         return KafkaConfig(
             log_dirs=tuple(self._path(d) for d in (log_dirs or ())),
             include=tuple(self._strings("kafka", t, "include", ["*"]) or ()),

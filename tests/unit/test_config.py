@@ -176,3 +176,22 @@ def test_parse_duration(text, expected):
 def test_bad_quantities_are_rejected(bad):
     with pytest.raises(ValueError):
         parse_size(bad)
+
+
+def test_kafka_admin_needs_a_well_formed_bootstrap_address():
+    base = DESIGN_EXAMPLE.replace('local_delete = "unlink"', 'local_delete = "kafka-admin"')
+    [line] = problems(base)
+    assert line.startswith('kafka.bootstrap_servers: required for local_delete = "kafka-admin" (used by retention, topics."orders")')
+    bad = base.replace('exclude = []', 'exclude = []\nbootstrap_servers = "10.0.0.1:9092,broker-2"')
+    assert problems(bad) == ["kafka.bootstrap_servers: 'broker-2' is not host:port (a comma-separated list, "
+                             'e.g. "10.0.0.1:9092,10.0.0.2:9092")']
+    good = load(base.replace('exclude = []', 'exclude = []\nbootstrap_servers = "10.0.0.1:9092, [::1]:9093"'))
+    assert good.retention.local_delete == "kafka-admin"
+
+
+def test_pin_dirs_and_the_retention_interval():
+    config = load(DESIGN_EXAMPLE.replace('dir = "/var/lib/tiering"', 'dir = "/var/lib/tiering"\n'
+                                         'pin_dirs = ["/data1/pins"]') + '\n[daemon]\nretention_interval_ms = "1min"\n')
+    assert config.state.pin_roots == (Path("/data1/pins"), Path("/var/lib/tiering/pins"))
+    assert config.daemon.retention_interval_ms == 60_000
+    assert load(DESIGN_EXAMPLE).daemon.retention_interval_ms == 300_000

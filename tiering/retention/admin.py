@@ -76,4 +76,4 @@ class KafkaAdminDeleter:
 def _describe(exc: Exception) -> str:
     text = str(exc)
     name = type(exc).__name__
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
+    return text if name in text else f"{name}: {text}" if text else name
