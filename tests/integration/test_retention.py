@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUCKET, PREFIX, events, run_cli
+from tests.conftest import BUCKET, events, run_cli
 from tests.integration.test_offload import remote_manifests
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.simulate import SimulatedBroker
