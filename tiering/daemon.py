@@ -33,7 +33,7 @@ from tiering.observability.http import HealthServer
 from tiering.observability.metrics import Metrics
 from tiering.observability.sdnotify import Notifier
 from tiering.retention.admin import KafkaAdminDeleter, RecordDeleter
-from tiering.retention.run import RetentionReport, RetentionRunner, record_report
+from tiering.retention.run import RetentionReport, RetentionRunner, log_blocked, record_report
 from tiering.store.errors import StoreError
 from tiering.store.protocol import ObjectStore
 from tiering.sweep import sweep
@@ -338,9 +338,7 @@ class Daemon:
         record_report(self.journal, report, self.clock.now_ms())
         blocked = set(report.blocked)
         for log_dir, detail in sorted(blocked - self._blocked):
-            self.log.error("local retention refused: a broker holds the log dir's lock; nothing unlinked",
-                           log_dir=log_dir, detail=detail,
-                           hint="stop the broker, or use local_delete = \"kafka-admin\" while it runs")
+            log_blocked(self.log, log_dir, detail)
         for log_dir, _ in sorted(self._blocked - blocked):
             self.log.info("local retention no longer blocked", log_dir=log_dir)
         self._blocked = blocked

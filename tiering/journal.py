@@ -169,9 +169,6 @@ class Journal:
         self._write("INSERT OR REPLACE INTO disabled_topics (topic, since_ms, reason) VALUES (?, ?, ?)",
                     (topic, now_ms, reason))
 
-    def enable_topic(self, topic: str) -> None:
-        self._write("DELETE FROM disabled_topics WHERE topic = ?", (topic,))
-
     def mark_failed(self, segment: SegmentId, error: str, now_ms: int) -> None:
         self._upsert(segment, SegmentState.FAILED, now_ms, last_error=error)
 

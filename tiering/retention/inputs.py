@@ -39,20 +39,20 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
                     disabled: frozenset[str]) -> list[PartitionView]:
     topic_filter = TopicFilter(config.kafka.include, config.kafka.exclude)
     uploaded: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)
-    failed: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)
+    others: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)   # failed, expired
     for record in records:
         key = (record.id.topic, record.id.topic_id, record.id.partition)
         if record.state is SegmentState.UPLOADED:
             uploaded[key][record.id.base_offset] = record
         elif record.state in (SegmentState.FAILED, SegmentState.EXPIRED):
-            failed[key][record.id.base_offset] = record
+            others[key][record.id.base_offset] = record
     views, seen = [], set()
     for partition in scan.partitions:
         key = (partition.topic, partition.topic_id or "", partition.partition)
         seen.add(key)
         state = scan.log_dir_state(partition.log_dir)
         views.append(_local_view(config, partition, state, topic_filter, disabled, uploaded.get(key, {}),
-                                 failed.get(key, {})))
+                                 others.get(key, {})))
     for key in sorted(uploaded.keys() - seen):
         topic, topic_id, number = key
         policy = config.retention_for(topic)

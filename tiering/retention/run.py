@@ -308,6 +308,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def log_blocked(log: Any, log_dir: str, detail: str) -> None:
+    """The one error line for a log dir whose broker lock refused `unlink`."""
+    log.error("local retention refused: a broker holds the log dir's lock; nothing unlinked",
+              log_dir=log_dir, detail=detail,
+              hint="stop the broker, or use local_delete = \"kafka-admin\" while it runs")
+
+
 def record_report(journal: Any, report: RetentionReport, now_ms: int) -> None:
     """Write what a retention pass changed into the journal (by the journal's owner)."""
     for sid, max_timestamp in report.max_timestamps:

@@ -166,7 +166,7 @@ class UploadCoordinator:
             if self._is_remote(sid):
                 already += 1
                 if self.pins is not None:
-                    self.pins.release(partition, segment.base_offset)
+                    self.pins.release(partition, segment.base_offset)   # a pin left by a crash
                 continue
             if sid in self._bad and self._bad[sid] == fingerprint(segment.log_path):
                 continue  # known bad and unchanged: reading it again would fail the same way

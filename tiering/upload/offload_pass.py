@@ -14,7 +14,7 @@ from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.logdir import Anomaly, scan_log_dirs
 from tiering.reconcile import STORE_SYNCED, RemoteProblem, rebuild_journal, recover_interrupted
 from tiering.retention.admin import KafkaAdminDeleter, RecordDeleter
-from tiering.retention.run import RetentionReport, RetentionRunner, record_report
+from tiering.retention.run import RetentionReport, RetentionRunner, log_blocked, record_report
 from tiering.store.errors import StoreError
 from tiering.store.keys import PartitionPath
 from tiering.store.manifest import SegmentManifest
@@ -124,7 +124,5 @@ class Offloader:
             runner.close()
         record_report(self.journal, report, self.clock.now_ms())
         for log_dir, detail in report.blocked:
-            self.log.error("local retention refused: a broker holds the log dir's lock; nothing unlinked",
-                           log_dir=log_dir, detail=detail,
-                           hint="stop the broker, or use local_delete = \"kafka-admin\" while it runs")
+            log_blocked(self.log, log_dir, detail)
         return report

@@ -29,7 +29,6 @@ _PIN_NAME = re.compile(r"^(\d{20})-(\d{20})\.(log|index|timeindex|txnindex|snaps
 
 @dataclass(frozen=True)
 class Pin:
-    directory: Path
     base_offset: int
     next_offset: int
     files: tuple[tuple[str, Path], ...]     # (extension, path in the pin dir)
@@ -56,8 +55,7 @@ class PinStore:
         self.roots = roots
         self.log = log
         self._root_of: dict[Path, Path | None] = {}            # log dir -> pin root (None: no pins)
-        self._pins: dict[tuple[Path, str, int], dict[int, Pin]] = {}
-        self._loaded: set[Path] = set()
+        self._pins: dict[Path, dict[int, Pin]] = {}                # pin dir of a partition -> its pins
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -65,7 +63,7 @@ class PinStore:
         directory = self._directory(partition)
         if directory is None:
             return {}
-        return self._pins.get(self._key(directory), {})
+        return self._pins.get(directory, {})
 
     def count(self) -> int:
         return sum(len(p) for p in self._pins.values())
@@ -84,7 +82,7 @@ class PinStore:
         directory = self._directory(partition)
         if directory is None:
             return segment
-        pins = self._pins.setdefault(self._key(directory), {})
+        pins = self._pins[directory]
         existing = pins.get(segment.base_offset)
         if existing is not None and existing.next_offset == segment.next_offset and _same_file(existing.log_path, segment.log_path):
             return existing.segment(partition)
@@ -117,7 +115,7 @@ class PinStore:
             _unlink_all(linked)
             self._disable(partition.log_dir, directory, exc)
             return segment
-        pin = Pin(directory, segment.base_offset, segment.next_offset, tuple(linked))
+        pin = Pin(segment.base_offset, segment.next_offset, tuple(linked))
         pins[segment.base_offset] = pin
         return pin.segment(partition)
 
@@ -125,7 +123,7 @@ class PinStore:
         directory = self._directory(partition)
         if directory is None:
             return
-        pin = self._pins.get(self._key(directory), {}).pop(base_offset, None)
+        pin = self._pins.get(directory, {}).pop(base_offset, None)
         if pin is not None:
             _unlink_all(list(pin.files))
 
@@ -142,8 +140,8 @@ class PinStore:
         if root is None:
             return None
         directory = root / partition.topic_id / str(partition.partition)
-        if directory not in self._loaded:
-            self._load(directory)
+        if directory not in self._pins:
+            self._pins[directory] = self._load(directory)
         return directory
 
     def _root(self, log_dir: Path) -> Path | None:
@@ -175,30 +173,27 @@ class PinStore:
                          log_dir=str(log_dir), pin_dir=str(directory), error=exc.strerror)
         self._root_of[log_dir] = None
 
-    def _key(self, directory: Path) -> tuple[Path, str, int]:
-        return (directory.parent.parent, directory.parent.name, int(directory.name))
-
-    def _load(self, directory: Path) -> None:
-        """Read pins a previous run left (once per partition)."""
-        self._loaded.add(directory)
+    def _load(self, directory: Path) -> dict[int, Pin]:
+        """The pins a previous run left in a partition's pin dir (read once)."""
         found: dict[int, dict[str, Any]] = {}
+        pins: dict[int, Pin] = {}
         try:
             entries = list(os.scandir(directory))
         except OSError:
-            return
+            return pins
         for entry in entries:
             match = _PIN_NAME.match(entry.name)
             if not match:
                 continue
             base, next_offset, ext = int(match.group(1)), int(match.group(2)), match.group(3)
             found.setdefault(base, {"next": next_offset, "files": []})["files"].append((ext, Path(entry.path)))
-        pins = self._pins.setdefault(self._key(directory), {})
         for base, item in found.items():
             files = tuple(sorted(item["files"]))
             if "log" not in dict(files):
                 _unlink_all(list(files))   # a pin interrupted before its .log: useless
                 continue
-            pins[base] = Pin(directory, base, item["next"], files)
+            pins[base] = Pin(base, item["next"], files)
+        return pins
 
 
 def _same_file(a: Path, b: Path) -> bool:
