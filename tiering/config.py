@@ -264,6 +264,10 @@ class _Reader:
         self._unknown("read", t, {"buffer_pool_bytes", "chunk_bytes", "prefetch_bytes", "rate_limit_bytes_per_second"})
         d = ReadConfig()
         chunk = self._at_least("read", t, "chunk_bytes", d.chunk_bytes, 4096, parse_size)
+        if chunk % 4096:
+            # Cold local chunks are read with O_DIRECT straight into the slabs, which needs
+            # offsets and lengths in whole pages.
+            self.problems.append(f"read.chunk_bytes: must be a multiple of 4096 (4KiB), got {chunk}")
         pool = self._at_least("read", t, "buffer_pool_bytes", d.buffer_pool_bytes, 0, parse_size)
         if chunk and pool and pool < 2 * chunk:
             self.problems.append(f"read.buffer_pool_bytes: must hold at least two chunks ({2 * chunk}), got {pool}")

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tiering.clock import SystemClock
 from tiering.config import Config
 from tiering.daemon import Daemon
 from tiering.journal import Journal
+from tiering.kafka.logdir import LogDirScan, scan_log_dirs
 from tiering.observability.metrics import Metrics
 from tiering.observability.sdnotify import Notifier
-from tiering.store.s3 import S3Store
+from tiering.read.catalog import Catalog
+from tiering.read.pool import BufferPool
+from tiering.read.prefetch import PrefetchWindow
+from tiering.read.reader import TieredReader
+from tiering.store.s3 import S3Store, make_client
 from tiering.upload.offload_pass import Offloader
 from tiering.upload.ratelimit import RateLimiter
 
@@ -35,3 +42,46 @@ def open_daemon(config_path: str | Path, config: Config, log: Any) -> Daemon:
     store = open_store(config, limiter)
     return Daemon(config_path, config, store, Journal(config.state.dir), clock, log, metrics, limiter,
                   notifier=Notifier())
+
+
+# Prefetch requests in flight at once, at most: each is one ranged GET of a chunk.
+MAX_PREFETCH_THREADS = 16
+
+
+@contextmanager
+def open_reader(config: Config, scan: LogDirScan | None = None,
+                cold_method: str | None = None) -> Iterator[TieredReader]:
+    """A tiered reader with its pool, prefetch threads and store client; all released on exit."""
+    window = PrefetchWindow.for_config(config.read.prefetch_bytes, config.read.chunk_bytes)
+    threads = min(MAX_PREFETCH_THREADS, window.max_chunks)
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="prefetch") if threads else None
+    clock = SystemClock()
+    limiter = (RateLimiter(config.read.rate_limit_bytes_per_second, clock.monotonic)
+               if config.read.rate_limit_bytes_per_second else None)
+    store = S3Store(make_client(config.store, pool_size=threads + 4), config.store.bucket, config.upload,
+                    config.store.storage_class)
+    pool = BufferPool(config.read.buffer_pool_bytes, config.read.chunk_bytes)
+    catalog = Catalog(store, scan if scan is not None else scan_log_dirs(config.kafka.log_dirs),
+                      config.store.prefix, config.store.hash_prefix, _journal_topic_ids(config.state.dir))
+    try:
+        yield TieredReader(catalog, pool, window, executor, limiter, cold_method)
+    finally:
+        if limiter is not None:
+            limiter.cancel()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        store.close()
+
+
+def _journal_topic_ids(state_dir: Path) -> Any:
+    """Topic ids the journal knows for a partition no longer in the log dirs (read without
+    creating a journal where there is none)."""
+    def known(topic: str, partition: int) -> set[str]:
+        if not (state_dir / "journal.sqlite").exists():
+            return set()
+        journal = Journal(state_dir)
+        try:
+            return {r.id.topic_id for r in journal.all() if r.id.topic == topic and r.id.partition == partition}
+        finally:
+            journal.close()
+    return known

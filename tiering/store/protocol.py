@@ -34,6 +34,10 @@ class ObjectStore(Protocol):
 
     def get_bytes(self, key: str) -> bytes: ...
 
+    def get_range_into(self, key: str, start: int, target: memoryview) -> int:
+        """Bytes [start, start + len(target)) of an object, read into `target`; returns the
+        count (short only at the object's end)."""
+
     def head(self, key: str) -> ObjectInfo | None:
         """Size and ETag of an object, or None when there is no such key."""
 

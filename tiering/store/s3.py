@@ -171,6 +171,24 @@ class S3Store:
         except Exception as exc:
             raise classify(exc, "get", key) from None
 
+    def get_range_into(self, key: str, start: int, target: memoryview) -> int:
+        """Read bytes [start, start + len(target)) of `key` into `target` with one ranged
+        GET (straight into the caller's buffer, nothing allocated per chunk); returns how many
+        bytes came, fewer only at the end of the object."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key,
+                                          Range=f"bytes={start}-{start + len(target) - 1}")["Body"]
+            filled = 0
+            with body:
+                while filled < len(target):
+                    n = body.readinto(target[filled:])
+                    if not n:
+                        break
+                    filled += n
+            return filled
+        except Exception as exc:
+            raise classify(exc, "get", key) from None
+
     def head(self, key: str) -> ObjectInfo | None:
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=key)

@@ -1,0 +1,1 @@
+"""Cold reads: the tiered reader, its buffer pool and prefetch, and record visibility."""

@@ -1,0 +1,133 @@
+"""Which segments hold a partition's offsets, in both tiers: the reader's map.
+
+Local segments come first: the broker's log dir says what is on disk (from its first segment
+up to the high watermark). Below the first local segment the store's manifests take over: one
+LIST of the partition's key prefix gives every segment's base offset from the key names, and a
+manifest is fetched (and kept) only when a read reaches its segment. Only the current topic
+id's keys are read, so a deleted and re-created topic never shows its predecessor's records.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from tiering.errors import TieringError, UsageError
+from tiering.kafka.checkpoints import TopicPartition
+from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan
+from tiering.store.keys import PartitionPath, parse_key
+from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.protocol import ObjectStore
+
+
+class UnknownPartition(UsageError):
+    pass
+
+
+class OffsetOutOfRange(UsageError):
+    pass
+
+
+class BadRemoteSegment(TieringError):
+    """A manifest or object in the store that cannot be read as what it claims to be."""
+
+
+@dataclass(frozen=True)
+class RemoteSegment:
+    base_offset: int
+    manifest_key: str
+
+
+@dataclass(frozen=True)
+class PartitionView:
+    topic: str
+    partition: int
+    topic_id: str
+    local: LocalPartition | None
+    high_watermark: int | None            # from the broker's checkpoint; None: not known
+    remote: tuple[RemoteSegment, ...]     # below the first local segment, by base offset
+
+    @property
+    def first_local_offset(self) -> int | None:
+        return self.local.segments[0].base_offset if self.local and self.local.segments else None
+
+    @property
+    def earliest(self) -> int | None:
+        if self.remote:
+            return self.remote[0].base_offset
+        return self.first_local_offset
+
+    def local_segments_from(self, offset: int) -> list[LocalSegment]:
+        if self.local is None:
+            return []
+        segments = list(self.local.segments)
+        bases = [s.base_offset for s in segments]
+        start = max(0, bisect.bisect_right(bases, offset) - 1)
+        return segments[start:]
+
+    def remote_from(self, offset: int) -> list[RemoteSegment]:
+        bases = [s.base_offset for s in self.remote]
+        start = max(0, bisect.bisect_right(bases, offset) - 1)
+        return list(self.remote[start:])
+
+
+class Catalog:
+    """Partition views and manifests, cached for the life of the reader (manifests are
+    immutable; the log-dir scan is a snapshot taken when the catalog was made)."""
+
+    def __init__(self, store: ObjectStore, scan: LogDirScan, prefix: str, hash_prefix: bool,
+                 known_topic_ids: Callable[[str, int], Iterable[str]] = lambda topic, partition: ()):
+        self.store = store
+        self.scan = scan
+        self.prefix = prefix
+        self.hash_prefix = hash_prefix
+        self._known_topic_ids = known_topic_ids
+        self._manifests: dict[str, SegmentManifest] = {}
+        self._lock = threading.Lock()
+
+    def partition(self, topic: str, partition: int) -> PartitionView:
+        local = next((p for p in self.scan.partitions if p.topic == topic and p.partition == partition), None)
+        topic_id = local.topic_id if local is not None else None
+        if topic_id is None:
+            ids = sorted(set(self._known_topic_ids(topic, partition)))
+            if len(ids) > 1:
+                raise UnknownPartition(f"{topic}-{partition} is not on this broker and the journal knows "
+                                       f"{len(ids)} incarnations of it ({', '.join(ids)}); cannot tell which to read")
+            topic_id = ids[0] if ids else None
+        if topic_id is None:
+            where = ", ".join(str(s.path) for s in self.scan.log_dirs) or "no log dirs"
+            raise UnknownPartition(f"unknown topic or partition {topic}-{partition}: not in the log dirs "
+                                   f"({where}) and not in the journal; check the name with 'tiering status'")
+        root = PartitionPath(self.prefix, topic, topic_id, partition, self.hash_prefix).root
+        first_local = local.segments[0].base_offset if local and local.segments else None
+        remote: dict[int, str] = {}
+        for info in self.store.list_objects(root):
+            parsed = parse_key(info.key)
+            if parsed is None or not parsed.is_manifest or parsed.root != root:
+                continue
+            if first_local is not None and parsed.base_offset >= first_local:
+                continue  # the local copy is read instead
+            # Two complete uploads of one segment are identical in content; keep one.
+            remote.setdefault(parsed.base_offset, info.key)
+        high_watermark = None
+        if local is not None:
+            state = self.scan.log_dir_state(local.log_dir)
+            high_watermark = state.high_watermarks.get(TopicPartition(topic, partition))
+        return PartitionView(topic, partition, topic_id, local, high_watermark,
+                             tuple(RemoteSegment(b, k) for b, k in sorted(remote.items())))
+
+    def manifest(self, key: str) -> SegmentManifest:
+        with self._lock:
+            cached = self._manifests.get(key)
+        if cached is not None:
+            return cached
+        data = self.store.get_bytes(key)
+        try:
+            manifest = parse_manifest(data, key)
+        except ManifestError as exc:
+            raise BadRemoteSegment(f"{key}: unusable manifest ({exc}); run 'tiering verify'") from None
+        with self._lock:
+            self._manifests[key] = manifest
+        return manifest
