@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -187,3 +188,85 @@ def test_cat_errors_name_the_valid_range(offloaded):
 def _local_start(path: Path, topic: str) -> int:
     partition = next(p for p in scan_log_dirs(load_config(path).kafka.log_dirs).partitions if p.topic == topic)
     return partition.segments[0].base_offset
+
+
+def cold_file(path: Path) -> None:
+    """Write back and drop a file's pages, so that it starts out of the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def cached_share(path: Path) -> tuple[float, str]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pages, method = pagecache.cached_pages(fd)
+        return pages / -(-os.fstat(fd).st_size // pagecache.PAGE), method
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def cold_local(env):
+    """A topic whose rolled segments are still local (nothing offloaded), out of the page cache."""
+    broker = SimulatedBroker(env.log_dir, segment_bytes=2 * 1024 * 1024, seed=4)
+    broker.create_topic("hist", 1)
+    broker.produce("hist", 0, 12000, value_size=400, batch_records=20)
+    broker.close()
+    partition = scan_log_dirs([env.log_dir]).partitions[0]
+    rolled = [s for s in partition.segments if not s.is_active]
+    assert len(rolled) >= 2
+    for segment in rolled:
+        cold_file(segment.log_path)
+        assert cached_share(segment.log_path)[0] < 0.02
+    expected = kafka_python_records_no_cache(rolled + [partition.segments[-1]])
+    return env.write_config(), rolled, expected
+
+
+def kafka_python_records_no_cache(segments) -> list[tuple]:
+    """The expected records, read without leaving the cold segments cached."""
+    records = kafka_python_records([s.log_path for s in segments])
+    for segment in segments[:-1]:
+        cold_file(segment.log_path)
+    return records
+
+
+@pytest.mark.parametrize("method", [DIRECT, FADVISE])
+def test_a_cold_local_read_leaves_the_segment_out_of_the_page_cache(cold_local, method):
+    path, rolled, expected = cold_local
+    config = read_config(path, chunk_bytes=256 * 1024, buffer_pool_bytes=2 * 1024 * 1024)
+    with open_reader(config, cold_method=method) as reader:
+        assert as_tuples(reader.records("hist", 0, 0)) == expected
+    for segment in rolled:
+        share, how = cached_share(segment.log_path)
+        assert share <= 0.10, f"{segment.log_path.name}: {share:.0%} cached after a cold read ({how})"
+    # The same bytes read plainly, as a broker serving a lagging consumer does: all cached.
+    for segment in rolled:
+        segment.log_path.read_bytes()
+        assert cached_share(segment.log_path)[0] == 1.0
+
+
+def test_fadvise_drops_only_the_pages_its_read_brought_in(cold_local):
+    path, rolled, expected = cold_local
+    hot = rolled[0].log_path
+    size = hot.stat().st_size
+    half = size // 2 // pagecache.PAGE * pagecache.PAGE
+    fd = os.open(hot, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)   # no readahead into the second half
+    os.pread(fd, half, 0)                              # someone else's hot read of the first half
+    before = pagecache.resident_map(fd, 0, size)
+    os.close(fd)
+    assert all(b & 1 for b in before[:half // pagecache.PAGE])
+    assert not any(b & 1 for b in before[half // pagecache.PAGE:])
+    config = read_config(path, chunk_bytes=256 * 1024, buffer_pool_bytes=2 * 1024 * 1024)
+    with open_reader(config, cold_method=FADVISE) as reader:
+        assert as_tuples(reader.records("hist", 0, 0)) == expected
+    fd = os.open(hot, os.O_RDONLY)
+    after = pagecache.resident_map(fd, 0, size)
+    os.close(fd)
+    first, second = after[:half // pagecache.PAGE], after[half // pagecache.PAGE:]
+    assert all(b & 1 for b in first), "pages that were resident before the read stayed"
+    assert sum(b & 1 for b in second) <= 0.10 * len(second), "pages the read brought in were dropped"

@@ -68,6 +68,9 @@ class ColdFile:
     def __init__(self, path: Path, method: str | None = None):
         self.path = path
         self._fd: int | None = os.open(path, os.O_RDONLY)
+        # No readahead on our descriptor: pages the kernel read ahead of one chunk would be
+        # resident when the next chunk looks, and would be kept as if someone else's.
+        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
         stat = os.fstat(self._fd)
         self.size = stat.st_size
         self._identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
