@@ -7,7 +7,7 @@ import importlib
 import sys
 
 BENCHMARKS = {"upload": "bench.upload", "ratelimit": "bench.ratelimit", "latency": "bench.latency",
-              "scale": "bench.scale"}
+              "scale": "bench.scale", "read": "bench.read"}
 
 
 def main() -> int:

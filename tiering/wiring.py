@@ -45,7 +45,7 @@ def open_daemon(config_path: str | Path, config: Config, log: Any) -> Daemon:
 
 
 # Prefetch requests in flight at once, at most: each is one ranged GET of a chunk.
-MAX_PREFETCH_THREADS = 16
+MAX_PREFETCH_THREADS = 32
 
 
 @contextmanager

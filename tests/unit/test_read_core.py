@@ -88,10 +88,10 @@ def test_prefetch_window_grows_on_use_shrinks_on_waste_and_yields_to_a_short_poo
     for expected in (2, 4, 8, 8):
         window = window.used()
         assert window.chunks == expected
-    assert window.ahead(spare_slabs=100) == 8
-    assert window.ahead(spare_slabs=6) == 3      # at most half of what is spare
-    assert window.ahead(spare_slabs=1) == 0      # pause
+    assert window.ahead() == 8
+    assert PrefetchWindow.new_requests(6) == 5   # one spare slab stays for a reader's miss
+    assert PrefetchWindow.new_requests(1) == 0   # pause
     assert window.wasted(2).chunks == 2
     assert window.wasted(10).chunks == 1
     off = PrefetchWindow.for_config(0, 4096)
-    assert not off.enabled and off.used().chunks == 0 and off.ahead(100) == 0
+    assert not off.enabled and off.used().chunks == 0 and off.ahead() == 0

@@ -118,6 +118,10 @@ class Catalog:
         return PartitionView(topic, partition, topic_id, local, high_watermark,
                              tuple(RemoteSegment(b, k) for b, k in sorted(remote.items())))
 
+    def cached_manifest(self, key: str) -> SegmentManifest | None:
+        with self._lock:
+            return self._manifests.get(key)
+
     def manifest(self, key: str) -> SegmentManifest:
         with self._lock:
             cached = self._manifests.get(key)

@@ -35,18 +35,19 @@ class Prefetcher:
             self._wasted_seen = wasted
         if was_prefetched:
             self.window = self.window.used()
-        budget = self.window.ahead(self.pool.spare_slabs())
+        lead = self.window.ahead()
+        allowed = self.window.new_requests(self.pool.spare_slabs())
         chunk = self.pool.chunk_bytes
         for source, i in _following_chunks(sources, index, chunk):
-            if budget <= 0:
+            if lead <= 0:
                 break
+            lead -= 1
             key = source.chunk_key(i)
             if self.pool.contains(key):
-                budget -= 1
                 continue
-            if not self.pool.prefetch(key, source.loader(i, chunk), self.executor):
+            if allowed <= 0 or not self.pool.prefetch(key, source.loader(i, chunk), self.executor):
                 break  # no slab to spare: pause until the reader frees some
-            budget -= 1
+            allowed -= 1
 
 
 def _following_chunks(sources: Sequence[ChunkSource], index: int, chunk: int):

@@ -3,9 +3,9 @@
 The window is counted in chunks. It starts at one chunk and doubles each time the reader uses
 a chunk that was fetched ahead for it (the read is sequential and the prefetch is paying off),
 up to `prefetch_bytes`. It halves when prefetched chunks were evicted before anyone read them
-(the pool is too small for this reader's lead, or the reader stopped), and it never asks for
-more than the pool can hold without evicting what readers still need: at most half of the
-slabs that are free or hold chunks already consumed.
+(the pool is too small for this reader's lead, or the reader stopped), and new requests never
+take more than the pool can spare without evicting what readers still need: the slabs that are
+free or hold chunks already consumed, less one kept for a reader's own miss.
 """
 
 from __future__ import annotations
@@ -40,7 +40,13 @@ class PrefetchWindow:
             chunks //= 2
         return replace(self, chunks=max(1 if self.enabled else 0, chunks))
 
-    def ahead(self, spare_slabs: int) -> int:
-        """How many chunks beyond the current one to have requested, given the pool's
-        slabs that are free or hold consumed chunks."""
-        return max(0, min(self.chunks, spare_slabs // 2))
+    def ahead(self) -> int:
+        """How many chunks beyond the current one should be in the pool or on their way."""
+        return self.chunks
+
+    @staticmethod
+    def new_requests(spare_slabs: int) -> int:
+        """How many new prefetches the pool can take now: all its spare slabs (free, or
+        holding consumed chunks) but one, which stays for a reader's own miss; none when the
+        pool is that short (prefetch pauses until readers consume what they hold)."""
+        return max(0, spare_slabs - 1)

@@ -196,6 +196,7 @@ class _Sources:
         self.reader = reader
         self.segments = segments
         self._open: dict[int, ChunkSource | HotFile] = {}
+        self._asked: set[int] = set()
 
     def source(self, i: int) -> ChunkSource | HotFile:
         if i not in self._open:
@@ -221,14 +222,45 @@ class _Sources:
             return source, where
 
         def following() -> list[ChunkSource]:
-            if i + 1 >= len(self.segments) or self.segments[i + 1].is_active:
-                return []
-            try:
-                nxt = self.source(i + 1)
-            except (OSError, TieringError):
-                return []  # the read itself will report it when it gets there
-            return [nxt] if not isinstance(nxt, HotFile) else []
+            """The segments after this one, as far as a full prefetch window reaches."""
+            chunk = self.reader.pool.chunk_bytes
+            wanted = max(1, self.reader.window.max_chunks)
+            sources: list[ChunkSource] = []
+            for j in range(i + 1, len(self.segments)):
+                if wanted <= 0 or self.segments[j].is_active:
+                    break
+                if not self._manifest_ready(j):
+                    # asked for in the background; ask for the rest of the window's too
+                    for k in range(j + 1, min(len(self.segments), j + wanted)):
+                        self._manifest_ready(k)
+                    break
+                try:
+                    nxt = self.source(j)
+                except (OSError, TieringError):
+                    break  # the read itself will report it when it gets there
+                sources.append(nxt)
+                wanted -= -(-nxt.size // chunk)
+            return sources
         return PooledCursor(source, self.reader.pool, prefetcher, following), where
+
+    def _manifest_ready(self, i: int) -> bool:
+        """Whether segment i's manifest is at hand; if not, fetch it in the prefetch threads,
+        so a far store's round trip for it is not paid by the reader at the border."""
+        remote = self.segments[i].remote
+        if remote is None or self.reader.catalog.cached_manifest(remote.manifest_key) is not None:
+            return True
+        if self.reader.executor is None:
+            return True
+        if i not in self._asked:
+            self._asked.add(i)
+            self.reader.executor.submit(self._fetch_quietly, remote.manifest_key)
+        return False
+
+    def _fetch_quietly(self, key: str) -> None:
+        try:
+            self.reader.catalog.manifest(key)
+        except Exception:  # the reader fetches it again itself and reports the problem
+            pass
 
     def close(self) -> None:
         for source in self._open.values():

@@ -27,6 +27,7 @@ from tiering.store.protocol import MultipartUpload, ObjectInfo
 from tiering.upload.ratelimit import Cancelled, RateLimiter
 
 REQUEST_ATTEMPTS = 5
+_READINTO_PIECE = 256 * 1024
 
 
 def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
@@ -181,7 +182,10 @@ class S3Store:
             filled = 0
             with body:
                 while filled < len(target):
-                    n = body.readinto(target[filled:])
+                    # urllib3's readinto reads into a temporary bytes object of the size asked
+                    # for and copies it over: small pieces keep that transient small (a whole
+                    # 4 MiB chunk per prefetch thread showed up as tens of MiB of peak RSS).
+                    n = body.readinto(target[filled:filled + _READINTO_PIECE])
                     if not n:
                         break
                     filled += n
