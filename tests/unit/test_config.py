@@ -195,3 +195,17 @@ def test_pin_dirs_and_the_retention_interval():
     assert config.state.pin_roots == (Path("/data1/pins"), Path("/var/lib/tiering/pins"))
     assert config.daemon.retention_interval_ms == 60_000
     assert load(DESIGN_EXAMPLE).daemon.retention_interval_ms == 300_000
+
+
+def test_read_chunks_are_whole_pages_and_the_pool_holds_two():
+    found = problems("""
+        [kafka]
+        log_dirs = ["/d"]
+        [store]
+        bucket = "b"
+        [read]
+        chunk_bytes = 10000
+        buffer_pool_bytes = 12000
+    """)
+    assert found == ["read.chunk_bytes: must be a multiple of 4096 (4KiB), got 10000",
+                     "read.buffer_pool_bytes: must hold at least two chunks (20000), got 12000"]
