@@ -64,10 +64,10 @@ def test_concurrent_readers_of_a_chunk_share_one_load():
 
 def test_eviction_takes_consumed_chunks_first_then_the_least_recently_used():
     pool = BufferPool(3 * CHUNK, CHUNK)
-    for name in ("a", "b", "c"):
+    for name in ("a", "c", "b"):
         pool.get(name, filler(1)).release(consumed=name == "b")
     pool.get("a", filler(1)).release(consumed=False)     # a is now more recent than c
-    pool.get("d", filler(2)).release(consumed=False)     # evicts b: consumed
+    pool.get("d", filler(2)).release(consumed=False)     # evicts b: consumed, though used after c
     assert not pool.contains("b") and pool.contains("a") and pool.contains("c")
     pool.get("e", filler(3)).release(consumed=False)     # evicts c: least recently used
     assert not pool.contains("c") and pool.contains("a") and pool.contains("d")
