@@ -6,7 +6,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tiering.clock import SystemClock
 from tiering.config import Config
@@ -73,7 +73,7 @@ def open_reader(config: Config, scan: LogDirScan | None = None,
         store.close()
 
 
-def _journal_topic_ids(state_dir: Path) -> Any:
+def _journal_topic_ids(state_dir: Path) -> Callable[[str, int], set[str]]:
     """Topic ids the journal knows for a partition no longer in the log dirs (read without
     creating a journal where there is none)."""
     def known(topic: str, partition: int) -> set[str]:

@@ -23,13 +23,13 @@ class Prefetcher:
         self.pool = pool
         self.executor = executor
         self.window = window
-        self._wasted_seen = pool.stats().prefetch_wasted
+        self._wasted_seen = pool.prefetch_wasted
 
     def advance(self, sources: Sequence[ChunkSource], index: int, was_prefetched: bool) -> None:
         """The reader is now on chunk `index` of `sources[0]`; `sources[1:]` come after it."""
         if self.executor is None or not self.window.enabled:
             return
-        wasted = self.pool.stats().prefetch_wasted
+        wasted = self.pool.prefetch_wasted
         if wasted > self._wasted_seen:
             self.window = self.window.wasted(wasted - self._wasted_seen)
             self._wasted_seen = wasted

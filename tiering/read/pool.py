@@ -15,6 +15,7 @@ used and released); they never evict another prefetch nobody has read yet.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import threading
 from concurrent.futures import Executor
@@ -109,7 +110,6 @@ class BufferPool:
 
     def slab_address(self, slab: int) -> int:
         """The slab's start in memory (tests check page alignment)."""
-        import ctypes
         return ctypes.addressof(ctypes.c_char.from_buffer(self._memory)) + slab * self.chunk_bytes
 
     # -- readers ----------------------------------------------------------------------------
@@ -161,6 +161,12 @@ class BufferPool:
         with self._cond:
             return len(self._free) + sum(1 for e in self._entries.values()
                                          if e.refs == 0 and e.state is _State.READY and e.consumed)
+
+    @property
+    def prefetch_wasted(self) -> int:
+        """Prefetched chunks evicted unread so far (what the prefetch window reacts to)."""
+        with self._cond:
+            return self._counts["prefetch_wasted"]
 
     def stats(self) -> PoolStats:
         with self._cond:

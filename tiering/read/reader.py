@@ -107,7 +107,7 @@ class TieredReader:
     def records(self, topic: str, partition: int, from_offset: int,
                 isolation: str = READ_UNCOMMITTED) -> Iterator[Record]:
         for batch in self.batches(topic, partition, from_offset, isolation):
-            for record in _decode(batch).records:
+            for record in _decode(batch):
                 if record.offset >= from_offset:
                     yield record
 
@@ -136,7 +136,7 @@ class TieredReader:
                 try:
                     start = self._start_position(segment, from_offset) if from_offset > segment.base_offset else 0
                     for header, data in _walk(cursor, start, bound, segment.is_active, where):
-                        control_key = _decode(Batch(header, data)).records[0].key if header.is_control else None
+                        control_key = _decode(Batch(header, data))[0].key if header.is_control else None
                         shown = visibility.shows(header, control_key)
                         if header.last_offset < floor:
                             continue
@@ -211,13 +211,12 @@ class _Sources:
 
     def cursor(self, i: int, prefetcher: Prefetcher) -> tuple[PooledCursor | HotFile, str]:
         segment = self.segments[i]
-        where = (f"s3 object {self.reader.remote_source(segment.remote).key}" if segment.remote is not None
-                 else str(segment.local.log_path))
         try:
             source = self.source(i)
         except FileNotFoundError:
-            raise CorruptRead(f"{where}: the segment was deleted while being read (the broker's retention); "
-                              "read again from a later offset") from None
+            raise CorruptRead(f"{segment.local.log_path}: the segment was deleted while being read (the "
+                              "broker's retention); read again from a later offset") from None
+        where = f"s3 object {source.key}" if isinstance(source, RemoteObject) else str(segment.local.log_path)
         if isinstance(source, HotFile):
             return source, where
 
@@ -315,14 +314,9 @@ def _headers(hot: HotFile) -> Iterator[BatchHeader]:
         position += header.size
 
 
-@dataclass(frozen=True)
-class _Decoded:
-    records: list[Record]
-
-
-def _decode(batch: Batch) -> _Decoded:
+def _decode(batch: Batch) -> list[Record]:
     try:
-        return _Decoded(decode_batch(batch.data)[1])
+        return decode_batch(batch.data)[1]
     except (CodecError, ValueError, IndexError, struct.error) as exc:
         raise CorruptRead(f"batch at offset {batch.header.base_offset}: cannot decode its records "
                           f"({exc})") from None

@@ -29,8 +29,7 @@ class Visibility:
         if isolation not in ISOLATION_LEVELS:
             raise ValueError(f"unknown isolation level {isolation!r}")
         self.committed_only = isolation == READ_COMMITTED
-        self._pending = sorted({(t.first_offset, t.producer_id) for t in aborted})
-        heapq.heapify(self._pending)
+        self._pending = sorted({(t.first_offset, t.producer_id) for t in aborted})  # a sorted list is a heap
         self._aborting: set[int] = set()
 
     def add_aborted(self, transactions: Iterable[AbortedTransaction]) -> None:
