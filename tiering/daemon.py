@@ -25,7 +25,7 @@ from typing import Any, Callable
 from tiering.clock import Clock
 from tiering.config import Config, load_config
 from tiering.errors import ConfigError
-from tiering.journal import Journal
+from tiering.journal import Journal, read_disabled_topics
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.inventory import Changes, Inventory
 from tiering.kafka.logdir import CLEANER_FILE, HIGH_WATERMARK_FILE, LOG_START_FILE, LocalPartition, LogDirScan
@@ -73,7 +73,8 @@ class Daemon:
                                              breaker=breaker or BreakerPolicy(), wall=wall,
                                              stop_on_fatal=False, keep_results=False, on_done=self.wake,
                                              pins=self.pins, disabled_topics=lambda: self._disabled)
-        self.retention = RetentionRunner(store, log, clock.now_ms, deleter_factory=deleter_factory, metrics=metrics)
+        self.retention = RetentionRunner(store, log, clock.now_ms, deleter_factory=deleter_factory, metrics=metrics,
+                                         disabled_now=lambda: read_disabled_topics(config.state.dir))
         self._retainer: threading.Thread | None = None
         self._retention_done: RetentionReport | None = None
         self._blocked: set[tuple[str, str]] = set()
@@ -181,6 +182,8 @@ class Daemon:
             if now >= next_gauges:
                 self._update_gauges()
                 next_gauges = now + TICK_SECONDS
+                if prepared and self._refresh_disabled():
+                    next_reconcile = now   # re-plan every partition under the new set at once
             timeout = max(0.0, min(next_reconcile if prepared else next_prepare, now + TICK_SECONDS)
                           - self.clock.monotonic())
             ready_at = self.coordinator.queue.next_ready_at()
@@ -214,7 +217,7 @@ class Daemon:
 
     def _reconcile_all(self) -> None:
         started = self.clock.monotonic()
-        self._disabled = frozenset(self.journal.disabled_topics())
+        self._refresh_disabled()
         changes = self.inventory.full_scan(self.wall())
         self._report(changes, full=True)
         self._apply(changes.removed, self.inventory.partitions.values())
@@ -335,6 +338,7 @@ class Daemon:
     def _record_retention(self) -> None:
         report, self._retention_done = self._retention_done, None
         assert report is not None
+        self.metrics.retention_passes.inc()
         record_report(self.journal, report, self.clock.now_ms())
         blocked = set(report.blocked)
         for log_dir, detail in sorted(blocked - self._blocked):
@@ -346,6 +350,20 @@ class Daemon:
         if report.deleted or report.failures:
             self.log.info("retention pass finished", deleted_local=report.count("local"),
                           deleted_remote=report.count("remote"), failures=len(report.failures))
+
+    def _refresh_disabled(self) -> bool:
+        """Pick up `tiering rollback` and `tiering resume` from the journal (a small read each
+        tick, so a rollback's turn-off reaches a running daemon within a second); True when the
+        set changed."""
+        disabled = frozenset(self.journal.disabled_topics())
+        if disabled == self._disabled:
+            return False
+        for topic in sorted(disabled - self._disabled):
+            self.log.warning("tiering turned off for topic: no uploads, no local deletion", topic=topic)
+        for topic in sorted(self._disabled - disabled):
+            self.log.info("tiering turned back on for topic", topic=topic)
+        self._disabled = disabled
+        return True
 
     # -- gauges, reload ---------------------------------------------------------------------------
 
@@ -359,6 +377,7 @@ class Daemon:
         m.in_flight.set(self.coordinator.in_flight)
         m.muted_partitions.set(self.coordinator.muted_partitions())
         m.pinned_segments.set(self.pins.count())
+        m.disabled_topics.set(len(self._disabled))
 
     def _apply_reload(self) -> None:
         try:

@@ -169,6 +169,12 @@ class Journal:
         self._write("INSERT OR REPLACE INTO disabled_topics (topic, since_ms, reason) VALUES (?, ?, ?)",
                     (topic, now_ms, reason))
 
+    def enable_topic(self, topic: str) -> bool:
+        """Turn tiering back on for `topic`; False when it was not turned off."""
+        was_off = topic in self.disabled_topics()
+        self._write("DELETE FROM disabled_topics WHERE topic = ?", (topic,))
+        return was_off
+
     def mark_failed(self, segment: SegmentId, error: str, now_ms: int) -> None:
         self._upsert(segment, SegmentState.FAILED, now_ms, last_error=error)
 
@@ -204,6 +210,23 @@ class Journal:
 
 _COLUMNS = ("topic, topic_id, partition, base_offset, state, uid, end_offset, size_bytes, remote_bytes, "
             "manifest_key, last_error, attempts, updated_at_ms, max_timestamp, expired_reason")
+
+
+def read_disabled_topics(state_dir: Path) -> frozenset[str]:
+    """The topics tiering is turned off for, read on a connection of its own (from any
+    thread, read-only; no journal yet means none). Retention asks this again right before it
+    deletes anything, so a rollback that turned a topic off a moment ago is always seen."""
+    path = state_dir / "journal.sqlite"
+    if not path.exists():
+        return frozenset()
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            return frozenset(row[0] for row in db.execute("SELECT topic FROM disabled_topics"))
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise JournalError(f"{path}: cannot read the journal ({exc})") from None
 
 
 def _record(row: tuple) -> SegmentRecord:

@@ -278,6 +278,24 @@ class SimulatedBroker:
         file descriptors); it cannot be written afterwards."""
         self.logs[TopicPartition(topic, partition)].close()
 
+    def restart(self) -> None:
+        """What a broker start does after segments were deleted from its stopped log dir: each
+        log start moves up to the first segment's base offset, and the leader-epoch checkpoint
+        is trimmed from the start (Kafka's truncateFromStart: earlier epochs dropped, the first
+        kept one moved up to the new log start)."""
+        for log in self.logs.values():
+            bases = sorted(int(p.name[:20]) for p in log.directory.glob("*.log"))
+            if not bases or bases[0] <= log.log_start_offset:
+                continue
+            log.log_start_offset = bases[0]
+            kept = [e for e in log.epochs if e.start_offset >= log.log_start_offset]
+            below = [e for e in log.epochs if e.start_offset < log.log_start_offset]
+            if below and (not kept or kept[0].start_offset > log.log_start_offset):
+                kept.insert(0, EpochEntry(below[-1].epoch, log.log_start_offset))
+            log.epochs = kept
+            (log.directory / "leader-epoch-checkpoint").write_text(format_leader_epoch_checkpoint(log.epochs))
+        self.checkpoint()
+
     def checkpoint(self) -> None:
         """Write the log-dir checkpoint files (the broker does this every few seconds)."""
         hw, recovery, start, cleaner = {}, {}, {}, {}

@@ -4,16 +4,12 @@ copies that are still on disk match the manifest's CRC-32C byte for byte."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import crc32c
-
+from tiering.files import file_crc32c
 from tiering.kafka.logdir import LogDirScan
 from tiering.reconcile import RemoteProblem, read_manifests
 from tiering.store.keys import parse_key
 from tiering.store.protocol import ObjectStore
-
-_READ_BLOCK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ def verify_store(store: ObjectStore, prefix: str, scan: LogDirScan) -> VerifyRep
         log_entry = manifest.object("log")
         if partition is not None and log_entry is not None:
             local = partition.path / f"{manifest.base_offset:020d}.log"
-            checksum = _crc32c_of(local)
+            checksum = file_crc32c(local)
             if checksum is not None:
                 local_copies += 1
                 if checksum != (log_entry.size, log_entry.crc32c):
@@ -57,15 +53,3 @@ def verify_store(store: ObjectStore, prefix: str, scan: LogDirScan) -> VerifyRep
                                                   f"remote {log_entry.size} bytes crc {log_entry.crc32c})"))
     orphans = tuple(sorted(k for k in listing if k not in described and parse_key(k) is not None))
     return VerifyReport(len(manifests), objects, local_copies, tuple(problems), orphans)
-
-
-def _crc32c_of(path: Path) -> tuple[int, str] | None:
-    try:
-        with open(path, "rb") as f:
-            value, size = 0, 0
-            while block := f.read(_READ_BLOCK):
-                value = crc32c.crc32c(block, value)
-                size += len(block)
-    except FileNotFoundError:
-        return None
-    return size, f"{value:08x}"

@@ -46,6 +46,21 @@ def format_offset_checkpoint(entries: dict[TopicPartition, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rewrite_offset_checkpoint(text: str, offsets: dict[TopicPartition, int]) -> str:
+    """`text` with the offsets of the partitions in `offsets` replaced, every other line kept
+    as it was (same order, same bytes); partitions the file does not list are not added.
+    Raises CheckpointError for a file that does not parse."""
+    parse_offset_checkpoint(text)
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        parts = line.split()
+        if len(parts) == 3:
+            tp = TopicPartition(parts[0], int(parts[1]))
+            if tp in offsets:
+                lines[i] = f"{tp.topic} {tp.partition} {offsets[tp]}"
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class EpochEntry:
     epoch: int

@@ -40,6 +40,8 @@ class Metrics:
     retention_deleted_bytes: Counter
     retention_blocked_log_dirs: Gauge
     retention_failures: Counter
+    retention_passes: Counter
+    disabled_topics: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -91,4 +93,7 @@ class Metrics:
                                              "(local_delete = unlink)", registry=r),
             retention_failures=Counter("tiering_retention_failures", "Retention deletions that failed or were "
                                        "refused (verification, store, admin errors)", registry=r),
+            retention_passes=Counter("tiering_retention_passes", "Retention passes finished", registry=r),
+            disabled_topics=Gauge("tiering_disabled_topics", "Topics tiering is turned off for "
+                                  "(tiering rollback; tiering resume turns it back on)", registry=r),
         )

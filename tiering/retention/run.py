@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tiering.config import Config
+from tiering.errors import TieringError
+from tiering.files import fsync_dir
 from tiering.journal import SegmentId, SegmentRecord, SegmentState
 from tiering.kafka.lock import BrokerRunning, broker_stopped
 from tiering.kafka.logdir import LocalSegment, LogDirScan
@@ -71,8 +73,12 @@ class _Pass:
 class RetentionRunner:
     def __init__(self, store: ObjectStore, log: Any, now_ms: Callable[[], int], *,
                  deleter_factory: Callable[[str], RecordDeleter] | None = None,
-                 metrics: Metrics | None = None):
+                 metrics: Metrics | None = None,
+                 disabled_now: Callable[[], frozenset[str]] = frozenset):
         self.store = store
+        # Asked again right before local deletion (under the broker's lock for `unlink`): a
+        # pass planned before a rollback turned a topic off must not delete what it restored.
+        self.disabled_now = disabled_now
         self.log = log
         self.now_ms = now_ms
         self.deleter_factory = deleter_factory
@@ -165,12 +171,25 @@ class RetentionRunner:
         for log_dir, items in sorted(by_dir.items()):
             try:
                 with broker_stopped(log_dir):
+                    disabled = self._disabled_now(work)
                     for view, plan in items:
-                        self._unlink_partition(view, plan, work)
+                        if disabled is not None and view.topic not in disabled:
+                            self._unlink_partition(view, plan, work)
             except BrokerRunning as exc:
                 work.blocked.append((str(log_dir), exc.state.detail))
         if admin:
-            self._delete_records(config, admin, work)
+            disabled = self._disabled_now(work)
+            admin = [(view, plan) for view, plan in admin if disabled is not None and view.topic not in disabled]
+            if admin:
+                self._delete_records(config, admin, work)
+
+    def _disabled_now(self, work: _Pass) -> frozenset[str] | None:
+        """Topics turned off now; None (delete nothing locally) when that cannot be read."""
+        try:
+            return self.disabled_now()
+        except TieringError as exc:
+            self._fail(work, f"local deletion skipped: {exc}")
+            return None
 
     def _deletable(self, view: PartitionView, plan: RetentionPlan, work: _Pass) -> list[tuple[Deletion, LocalSegment]]:
         """The planned local deletions that pass the check against the store, in order, up to
@@ -225,9 +244,9 @@ class RetentionRunner:
                 for _, path in segment.index_paths:
                     _unlink(path)
                 if segment.index_paths:
-                    _fsync_dir(segment.log_path.parent)   # the index files are gone before the .log goes
+                    fsync_dir(segment.log_path.parent)   # the index files are gone before the .log goes
                 _unlink(segment.log_path)
-                _fsync_dir(segment.log_path.parent)
+                fsync_dir(segment.log_path.parent)
             except OSError as exc:
                 self._fail(work, f"{segment.log_path}: cannot delete ({exc.strerror}); check the permissions "
                                  "of the partition directory")
@@ -298,14 +317,6 @@ def _unlink(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def log_blocked(log: Any, log_dir: str, detail: str) -> None:

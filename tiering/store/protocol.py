@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import BinaryIO, Callable, Iterator, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ class ObjectStore(Protocol):
     def get_range_into(self, key: str, start: int, target: memoryview) -> int:
         """Bytes [start, start + len(target)) of an object, read into `target`; returns the
         count (short only at the object's end)."""
+
+    def download_into(self, key: str, target: BinaryIO, size: int,
+                      on_bytes: Callable[[int], None] = lambda n: None) -> None:
+        """Write a whole object of `size` bytes into an open, seekable file (parts may arrive
+        out of order); `on_bytes` hears of every piece. Raises OSError for the local disk."""
 
     def head(self, key: str) -> ObjectInfo | None:
         """Size and ETag of an object, or None when there is no such key."""

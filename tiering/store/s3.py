@@ -10,10 +10,11 @@ sends a CRC32 checksum with each PUT and part, which the store verifies.
 
 from __future__ import annotations
 
+import errno
 import threading
 from concurrent.futures import CancelledError
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -27,6 +28,9 @@ from tiering.store.protocol import MultipartUpload, ObjectInfo
 from tiering.upload.ratelimit import Cancelled, RateLimiter
 
 REQUEST_ATTEMPTS = 5
+DOWNLOAD_PART_BYTES = 8 * 1024 * 1024
+# Errors of writing the downloaded bytes (disk full, file size limit, quota, read-only, I/O).
+LOCAL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
 _READINTO_PIECE = 256 * 1024
 
 
@@ -60,6 +64,22 @@ class _Throttled(BaseSubscriber):
             self._limiter.charge(bytes_transferred)
 
 
+class _KnownSize(BaseSubscriber):
+    def __init__(self, size: int):
+        self._size = size
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self._size)
+
+
+class _Progress(BaseSubscriber):
+    def __init__(self, on_bytes: Callable[[int], None]):
+        self._on_bytes = on_bytes
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._on_bytes(bytes_transferred)
+
+
 class S3Store:
     def __init__(self, client: Any, bucket: str, upload: UploadConfig, storage_class: str = "STANDARD",
                  limiter: RateLimiter | None = None):
@@ -72,6 +92,8 @@ class S3Store:
         self._closed = False
         self._lock = threading.Lock()
         self._futures: set[Any] = set()
+        self._download_concurrency = upload.concurrency
+        self._download_manager: TransferManager | None = None
         self._transfers = TransferManager(client, TransferConfig(
             multipart_threshold=upload.part_size_bytes,
             multipart_chunksize=upload.part_size_bytes,
@@ -89,6 +111,8 @@ class S3Store:
         if not self._closed:
             self._closed = True
             self._transfers.shutdown()
+            if self._download_manager is not None:
+                self._download_manager.shutdown()
 
     def cancel_transfers(self) -> None:
         """Stop every transfer in progress (shutdown after the grace period); s3transfer
@@ -192,6 +216,40 @@ class S3Store:
             return filled
         except Exception as exc:
             raise classify(exc, "get", key) from None
+
+    def download_into(self, key: str, target: BinaryIO, size: int,
+                      on_bytes: Callable[[int], None] = lambda n: None) -> None:
+        """Download a whole object into an open, seekable file: ranged GETs in parallel
+        (s3transfer), the written bytes bounded by a small in-memory queue, each charged to the
+        limiter as it arrives. `size` (from the manifest) spares s3transfer its HEAD."""
+        future = self._downloads().download(self.bucket, key, target, subscribers=[
+            _KnownSize(size), *self._subscribers, _Progress(on_bytes)])
+        with self._lock:
+            self._futures.add(future)
+        try:
+            future.result()
+        except (Cancelled, CancelledError):
+            raise StoreError(ErrorClass.RETRYABLE, "get", key, "cancelled") from None
+        except OSError as exc:
+            if exc.errno in LOCAL_DISK_ERRNOS:
+                raise   # the local disk's problem, not the store's: the caller says so
+            raise classify(exc, "get", key) from None
+        except Exception as exc:
+            raise classify(exc, "get", key) from None
+        finally:
+            with self._lock:
+                self._futures.discard(future)
+
+    def _downloads(self) -> TransferManager:
+        with self._lock:
+            if self._download_manager is None:
+                self._download_manager = TransferManager(self.client, TransferConfig(
+                    multipart_threshold=DOWNLOAD_PART_BYTES, multipart_chunksize=DOWNLOAD_PART_BYTES,
+                    max_request_concurrency=self._download_concurrency,
+                    # Parts waiting for the disk: at most 64 x 256 KiB in memory (s3transfer's
+                    # default of 1000 would let a slow disk hold 250 MiB).
+                    max_io_queue_size=64))
+            return self._download_manager
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from tiering.clock import Clock
 from tiering.config import Config
-from tiering.journal import Journal, SegmentId
+from tiering.journal import Journal, SegmentId, read_disabled_topics
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.logdir import Anomaly, scan_log_dirs
 from tiering.reconcile import STORE_SYNCED, RemoteProblem, rebuild_journal, recover_interrupted
@@ -117,7 +117,8 @@ class Offloader:
 
     def _retention(self, disabled: frozenset[str]) -> RetentionReport:
         """Retention after the uploads, on a fresh scan (uploads made more segments deletable)."""
-        runner = RetentionRunner(self.store, self.log, self.clock.now_ms, deleter_factory=self.deleter_factory)
+        runner = RetentionRunner(self.store, self.log, self.clock.now_ms, deleter_factory=self.deleter_factory,
+                                 disabled_now=lambda: read_disabled_topics(self.config.state.dir))
         try:
             report = runner.run(self.config, scan_log_dirs(self.config.kafka.log_dirs), self.journal.all(), disabled)
         finally:

@@ -1,0 +1,181 @@
+"""`tiering rollback`: bring a topic's (or every topic's) offloaded segments back to the
+broker's log dirs. Without --confirm it is a dry run that prints the plan and changes nothing."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any, TextIO
+
+from tiering.cli.main import add_config_argument
+from tiering.clock import SystemClock
+from tiering.config import Config, load_config
+from tiering.errors import EXIT_FAILED, EXIT_OK, UsageError
+from tiering.journal import Journal
+from tiering.kafka.lock import probe_lock
+from tiering.kafka.logdir import scan_log_dirs
+from tiering.observability.logging import configure_logging
+from tiering.rollback.inputs import Selection, gather_plans, select_partitions
+from tiering.rollback.plan import PartitionPlan
+from tiering.rollback.progress import Progress, ProgressBar, ProgressEvents
+from tiering.rollback.run import DiskSpace, Rollback, RollbackReport, disk_space
+from tiering.units import format_bytes, parse_size
+from tiering.upload.ratelimit import RateLimiter
+from tiering.wiring import open_store
+
+EXIT_INTERRUPTED = 130
+DEFAULT_KEEP_FREE = "1GiB"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = commands.add_parser("rollback", help="restore offloaded segments to local disk (dry run without --confirm)")
+    add_config_argument(parser)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--topic", help="the topic to roll back")
+    target.add_argument("--all", action="store_true", help="every topic in the log dirs (per-broker rollback)")
+    parser.add_argument("--partition", type=int, help="only this partition of --topic")
+    parser.add_argument("--confirm", action="store_true", help="do it (without: print the plan, change nothing)")
+    parser.add_argument("--delete-remote", action="store_true",
+                        help="remove the store's copies once every restored file is verified")
+    parser.add_argument("--keep-free", default=DEFAULT_KEEP_FREE, metavar="SIZE",
+                        help=f"refuse unless this much disk stays free after the restore (default {DEFAULT_KEEP_FREE})")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.partition is not None and args.topic is None:
+        raise UsageError("--partition needs --topic")
+    if args.partition is not None and args.partition < 0:
+        raise UsageError(f"--partition {args.partition}: must be 0 or more")
+    try:
+        keep_free = parse_size(args.keep_free)
+    except ValueError as exc:
+        raise UsageError(f"--keep-free: {exc}") from None
+    if keep_free < 0:
+        raise UsageError("--keep-free: must be 0 or more")
+    config = load_config(args.config)
+    scan = scan_log_dirs(config.kafka.log_dirs)
+    selection = Selection(args.topic, args.partition)
+    partitions = select_partitions(scan, selection)
+    topics = sorted({p.topic for p in partitions})
+    clock = SystemClock()
+    store = open_store(config, RateLimiter(config.read.rate_limit_bytes_per_second, clock.monotonic))
+    try:
+        plans = gather_plans(store, scan, partitions, config.store.prefix, config.store.hash_prefix)
+        if not args.confirm:
+            print_plan(sys.stdout, plans, selection, args.delete_remote)
+            return EXIT_OK
+        return _confirmed(args, config, store, plans, topics, keep_free, clock)
+    finally:
+        store.close()
+
+
+def _confirmed(args: argparse.Namespace, config: Config, store: Any, plans: list[PartitionPlan], topics: list[str],
+               keep_free: int, clock: SystemClock) -> int:
+    log = configure_logging(sys.stdout)
+    on_terminal = sys.stderr.isatty() and sys.stdout.isatty()
+    bars: list[ProgressBar] = []
+    events: list[ProgressEvents] = []
+
+    def progress_for(total_bytes: int, total_segments: int) -> Progress:
+        if on_terminal:
+            bar = ProgressBar(total_bytes, sys.stderr)
+            bars.append(bar)
+            return Progress(total_bytes, total_segments, clock.monotonic, bar.update)
+        progress = Progress(total_bytes, total_segments, clock.monotonic)
+        events.append(ProgressEvents(progress, log))
+        return progress
+
+    # SIGTERM (systemd, kill) stops a rollback the way Ctrl-C does: cleanly, resumable.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    journal = Journal(config.state.dir)
+    rollback = Rollback(store, journal, log, prefix=config.store.prefix, hash_prefix=config.store.hash_prefix,
+                        concurrency=config.upload.concurrency, now_ms=clock.now_ms)
+    command = " ".join(["tiering rollback", *(["--all"] if args.all else ["--topic", args.topic]),
+                        *(["--partition", str(args.partition)] if args.partition is not None else [])])
+    try:
+        report = rollback.run(plans, topics, keep_free, args.delete_remote, progress_for, command)
+    finally:
+        for bar in bars:
+            bar.close()
+        for event in events:
+            event.close()
+        journal.close()
+    _summary(report, log, on_terminal, topics)
+    for line in report.failures:
+        print(f"tiering: {line}", file=sys.stderr)
+    if report.interrupted:
+        print(f"tiering: interrupted after restoring {report.segments} segment(s); rerun the same command to finish "
+              "(restored files stay, nothing half-written is visible)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if report.failures else EXIT_OK
+
+
+def _summary(report: RollbackReport, log: Any, on_terminal: bool, topics: list[str]) -> None:
+    rate = report.bytes / report.seconds if report.seconds > 0 else 0.0
+    fields = dict(topics=topics, partitions=len(report.results), segments_restored=report.segments,
+                  bytes_restored=report.bytes, files_already_in_place=report.files_kept,
+                  seconds=round(report.seconds, 2), rate_bytes_per_second=round(rate),
+                  log_start_lowered={str(tp): list(v) for tp, v in report.log_starts.items()},
+                  leader_epochs_merged=report.epochs_merged, remote_segments_deleted=report.remote_deleted,
+                  failures=len(report.failures), interrupted=report.interrupted)
+    if not on_terminal:
+        log.info("rollback finished", **fields)
+        return
+    print(f"restored {report.segments} segment(s), {format_bytes(report.bytes)}, to {len(report.results)} "
+          f"partition(s) in {report.seconds:.1f} s ({format_bytes(int(rate))}/s); "
+          f"{report.files_kept} file(s) were already in place")
+    for tp, (old, new) in report.log_starts.items():
+        print(f"  {tp}: log-start-offset-checkpoint {old} -> {new}")
+    for name in report.epochs_merged:
+        print(f"  {name}: leader epochs merged into leader-epoch-checkpoint")
+    for name, count in report.remote_deleted.items():
+        print(f"  {name}: {count} segment(s) removed from the store")
+    print(f"tiering is off for {', '.join(topics)}; 'tiering resume --topic T' turns it back on")
+
+
+# -- the dry run's table --------------------------------------------------------------------------
+
+_COLUMNS = ("PARTITION", "LOG DIR", "SEGMENTS", "BYTES", "OFFSETS", "LOG START", "FREE AFTER")
+
+
+def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, delete_remote: bool) -> None:
+    spaces = disk_space(plans)
+    shown = [p for p in plans if p.has_work]
+    rows = [_row(p, spaces[p.log_dir]) for p in shown]
+    total_bytes = sum(p.bytes for p in shown if not p.refused)
+    total_segments = sum(len(p.restore) for p in shown if not p.refused)
+    print(f"rollback plan for {selection.describe()} (dry run: nothing was changed)", file=out)
+    if rows:
+        rows.append(("total", f"{len(shown)} partition(s)", str(total_segments), format_bytes(total_bytes), "", "", ""))
+        widths = [max(len(r[i]) for r in (_COLUMNS, *rows)) for i in range(len(_COLUMNS))]
+        for row in (_COLUMNS, *rows):
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
+    idle = len(plans) - len(shown)
+    if idle:
+        print(f"{idle} partition(s) have nothing in the store below their local segments: nothing to restore",
+              file=out)
+    for plan in shown:
+        if plan.refused:
+            print(f"{plan.name}: refused: {plan.refused}", file=out)
+        elif plan.left:
+            print(f"{plan.name}: {plan.left}", file=out)
+    for log_dir in sorted({p.log_dir for p in shown}):
+        state = probe_lock(log_dir)
+        verdict = "--confirm will refuse until the broker stops" if state.held else "free"
+        print(f"broker lock on {log_dir}: {state.detail} ({verdict})", file=out)
+    if delete_remote:
+        copies = sum(len(p.restore) + len(p.local_copies) + len(p.duplicates) for p in plans if not p.refused)
+        print(f"--delete-remote: {copies} segment(s) would then be removed from the store, each only after its local "
+              "copy is verified against the manifest", file=out)
+    print("tiering is turned off for the topic(s) first; add --confirm to restore", file=out)
+
+
+def _row(plan: PartitionPlan, space: DiskSpace) -> tuple[str, ...]:
+    if plan.refused:
+        return (plan.name, str(plan.log_dir), "-", "-", "-", "-", format_bytes(space.free_after))
+    offsets = f"{plan.restore[-1].base_offset}..{plan.restore[0].manifest.end_offset}" if plan.restore else "-"
+    start = f"{plan.log_start} -> {plan.new_log_start}" if plan.new_log_start is not None else "unchanged"
+    return (plan.name, str(plan.log_dir), str(len(plan.restore)), format_bytes(plan.bytes), offsets, start,
+            format_bytes(space.free_after))

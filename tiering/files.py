@@ -1,0 +1,67 @@
+"""Durable file operations on the broker's disk: checksums, fsync of a directory, atomic
+replacement of a small file, and dropping a file's pages from the page cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import crc32c
+
+_READ_BLOCK = 1 << 20
+
+
+def file_crc32c(path: Path) -> tuple[int, str] | None:
+    """(size, CRC-32C as 8 hex digits) of a file; None when there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            value, size = 0, 0
+            while block := f.read(_READ_BLOCK):
+                value = crc32c.crc32c(block, value)
+                size += len(block)
+    except FileNotFoundError:
+        return None
+    return size, f"{value:08x}"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames and unlinks in a directory durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `data` under `path` so a reader (or a crash) sees the old file or the new one,
+    never a mix: a temporary file in the same directory, fsync, rename, fsync of the
+    directory. The temporary name ends in `.tmp`, as the broker's own checkpoint writes do."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def drop_cached_pages(path: Path) -> None:
+    """Ask the kernel to drop a file's clean pages (posix_fadvise DONTNEED); best effort.
+
+    A restored segment is cold data: leaving it in the page cache would evict the hot tail
+    the broker's consumers read, which is what tiering exists to prevent."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,264 @@
+"""A confirmed rollback, start to end: the safety checks, turning tiering off, the restores,
+the checkpoints, and (when asked) removing the store's copies once every file is verified.
+
+Order matters and is the point of this module:
+1. every log dir the plan writes to is locked against the broker (refused with exit 3 if a
+   broker holds one) and its disk checked for room (exit 3 with the numbers), before anything
+   changes;
+2. tiering is turned off for the topics, durably, in the journal: a running daemon stops
+   uploading them and deleting them locally within a second, and after any restart;
+3. partitions are restored in parallel (each newest segment first), with the locks held;
+4. the checkpoints of each partition are put right for whatever was restored, also after a
+   failure or an interrupt;
+5. `--delete-remote`: the store's copies of a partition go only when all of its segments are
+   on disk and verified against the manifests.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tiering.errors import RefusedError, TieringError
+from tiering.files import file_crc32c
+from tiering.journal import Journal, SegmentId
+from tiering.kafka.checkpoints import TopicPartition
+from tiering.kafka.lock import BrokerRunning, broker_stopped
+from tiering.kafka.names import segment_file_name
+from tiering.rollback.plan import PartitionPlan
+from tiering.rollback.progress import Progress
+from tiering.rollback.restore import PartitionResult, PartitionRestorer, update_leader_epochs, update_log_start
+from tiering.store.errors import StoreError
+from tiering.store.keys import PartitionPath
+from tiering.store.manifest import SegmentManifest
+from tiering.store.protocol import ObjectStore
+from tiering.units import format_bytes
+
+LOCK_ATTEMPTS = 10
+LOCK_RETRY_SECONDS = 0.3
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    """One file system under the log dirs a plan writes to."""
+
+    log_dirs: tuple[Path, ...]
+    free: int            # bytes available to the broker's user
+    needed: int          # bytes the plan writes there
+
+    @property
+    def free_after(self) -> int:
+        return self.free - self.needed
+
+
+def disk_space(plans: list[PartitionPlan]) -> dict[Path, DiskSpace]:
+    """Free space per log dir, summed per file system (two log dirs on one disk share it)."""
+    by_device: dict[int, list[Path]] = defaultdict(list)
+    needed: dict[int, int] = defaultdict(int)
+    free: dict[int, int] = {}
+    for plan in plans:
+        device = os.stat(plan.log_dir).st_dev
+        if plan.log_dir not in by_device[device]:
+            by_device[device].append(plan.log_dir)
+        if not plan.refused:
+            needed[device] += plan.bytes
+        if device not in free:
+            stats = os.statvfs(plan.log_dir)
+            free[device] = stats.f_bavail * stats.f_frsize
+    result = {}
+    for device, dirs in by_device.items():
+        space = DiskSpace(tuple(dirs), free[device], needed[device])
+        for d in dirs:
+            result[d] = space
+    return result
+
+
+@dataclass
+class RollbackReport:
+    results: list[PartitionResult] = field(default_factory=list)
+    log_starts: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    epochs_merged: list[str] = field(default_factory=list)          # partitions whose checkpoint changed
+    remote_deleted: dict[str, int] = field(default_factory=dict)    # partition -> segments removed from the store
+    failures: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def segments(self) -> int:
+        return sum(len(r.restored) for r in self.results)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes_written for r in self.results)
+
+    @property
+    def files_kept(self) -> int:
+        return sum(r.files_kept for r in self.results)
+
+
+class Rollback:
+    def __init__(self, store: ObjectStore, journal: Journal, log: Any, *, prefix: str, hash_prefix: bool,
+                 concurrency: int, now_ms: Callable[[], int], monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.store = store
+        self.journal = journal
+        self.log = log
+        self.prefix = prefix
+        self.hash_prefix = hash_prefix
+        self.concurrency = concurrency
+        self.now_ms = now_ms
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.stop = threading.Event()
+
+    def run(self, plans: list[PartitionPlan], topics: list[str], keep_free: int, delete_remote: bool,
+            progress_for: Callable[[int, int], Progress], command: str) -> RollbackReport:
+        """Raises RefusedError (nothing changed) or returns what was done."""
+        writes = [p for p in plans if not p.refused and (p.restore or p.new_log_start is not None
+                                                         or (delete_remote and _remote_copies(p)))]
+        with ExitStack() as locks:
+            for log_dir in sorted({p.log_dir for p in writes}):
+                try:
+                    self._lock(locks, log_dir)
+                except BrokerRunning as exc:
+                    raise RefusedError(f"{log_dir}: {exc.state.detail}; stop the broker on this log dir before a "
+                                       "rollback (nothing was changed)") from None
+            for space in {id(s): s for s in disk_space(writes).values()}.values():
+                if space.free_after < keep_free:
+                    raise RefusedError(
+                        f"{', '.join(map(str, space.log_dirs))}: not enough free disk space: the restore needs "
+                        f"{format_bytes(space.needed)} ({space.needed} bytes), {format_bytes(space.free)} is free, and "
+                        f"{format_bytes(keep_free)} must stay free (--keep-free); free space or roll back fewer "
+                        "partitions (--partition); nothing was changed")
+            for topic in topics:
+                self.journal.disable_topic(topic, f"rolled back to local storage ({command})", self.now_ms())
+                self.log.info("tiering turned off for topic", topic=topic)
+            return self._restore(plans, writes, delete_remote, progress_for)
+
+    def _lock(self, locks: ExitStack, log_dir: Path) -> None:
+        """Take the log dir's lock for the whole rollback. A tiering daemon holds it for a few
+        milliseconds while its retention deletes; a lock still held after a few seconds is a
+        broker's."""
+        for attempt in range(1, LOCK_ATTEMPTS + 1):
+            try:
+                locks.enter_context(broker_stopped(log_dir))
+                return
+            except BrokerRunning:
+                if attempt == LOCK_ATTEMPTS:
+                    raise
+                self.sleep(LOCK_RETRY_SECONDS)
+
+    def _restore(self, plans: list[PartitionPlan], writes: list[PartitionPlan], delete_remote: bool,
+                 progress_for: Callable[[int, int], Progress]) -> RollbackReport:
+        started = self.monotonic()
+        report = RollbackReport()
+        report.failures += [f"{p.name}: {p.refused}" for p in plans if p.refused]
+        report.failures += [f"{p.name}: {p.left}" for p in plans if p.left and not p.refused]
+        progress = progress_for(sum(p.bytes for p in writes), sum(len(p.restore) for p in writes))
+        restorer = PartitionRestorer(self.store, progress, self.log, self.stop)
+        workers = max(1, min(self.concurrency, len(writes)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
+            futures = [pool.submit(restorer.restore, plan) for plan in writes]
+            try:
+                for future in futures:
+                    report.results.append(_wait(future))
+            except KeyboardInterrupt:
+                report.interrupted = True
+                self.stop.set()
+                self.store.cancel_transfers()
+                report.results += [f.result() for f in futures[len(report.results):]]
+        report.interrupted = report.interrupted or any(r.interrupted for r in report.results)
+        report.failures += [r.failure for r in report.results if r.failure]
+        self._checkpoints(report)
+        if delete_remote and not report.interrupted:
+            for result in report.results:
+                if result.failure is None and not result.plan.left:
+                    self._delete_remote(result, report)
+        report.seconds = self.monotonic() - started
+        return report
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _checkpoints(self, report: RollbackReport) -> None:
+        """Put each partition's checkpoints right for what is on disk now (also after a
+        failure or an interrupt: the restored segments join the log without a gap)."""
+        by_dir: dict[Path, dict[TopicPartition, int]] = defaultdict(dict)
+        for result in report.results:
+            plan = result.plan
+            first = result.first_offset
+            if first is None:
+                continue
+            by_dir[plan.log_dir][TopicPartition(plan.topic, plan.partition)] = first
+            on_disk = [m for m in (*(s.manifest for s in plan.restore), *plan.local_copies) if m.base_offset >= first]
+            try:
+                changed = update_leader_epochs(plan.path, on_disk)
+            except (TieringError, OSError) as exc:
+                report.failures.append(f"{plan.name}: leader-epoch-checkpoint not updated: {exc}")
+                continue
+            if changed is not None:
+                report.epochs_merged.append(plan.name)
+                self.log.info("leader epochs merged", topic=plan.topic, partition=plan.partition,
+                              before=[[e.epoch, e.start_offset] for e in changed[0]],
+                              after=[[e.epoch, e.start_offset] for e in changed[1]])
+        for log_dir, firsts in sorted(by_dir.items()):
+            try:
+                changes = update_log_start(log_dir, firsts)
+            except (TieringError, OSError) as exc:
+                report.failures.append(f"{log_dir}: log-start-offset-checkpoint not updated: {exc}")
+                continue
+            for tp, (old, new) in sorted(changes.items(), key=lambda item: (item[0].topic, item[0].partition)):
+                report.log_starts[tp] = (old, new)
+                self.log.info("log start offset lowered", topic=tp.topic, partition=tp.partition, log_dir=str(log_dir),
+                              before=old, after=new)
+
+    # -- the store's copies -------------------------------------------------------------------
+
+    def _delete_remote(self, result: PartitionResult, report: RollbackReport) -> None:
+        plan = result.plan
+        assert plan.topic_id is not None
+        verified: list[SegmentManifest] = list(result.restored)   # each file checked as it was written
+        for manifest in (*plan.local_copies, *plan.duplicates):
+            log_entry = manifest.object("log")
+            local = plan.path / segment_file_name(manifest.base_offset, "log")
+            if log_entry is None or file_crc32c(local) != (log_entry.size, log_entry.crc32c):
+                report.failures.append(f"{plan.name}: the store's copy of segment {manifest.base_offset} differs from "
+                                       f"the local {local} (or it is gone); that copy stays in the store")
+                continue
+            verified.append(manifest)
+        if not verified:
+            return
+        path = PartitionPath(self.prefix, plan.topic, plan.topic_id, plan.partition, self.hash_prefix)
+        manifest_keys = [path.segment(m.base_offset, m.uid).manifest_key for m in verified]
+        data_keys = [o.key for m in verified for o in m.objects]
+        try:
+            # Manifests first: a segment without one no longer exists for anybody, so a stop
+            # between the two calls leaves only orphans, which the daemon's sweep removes.
+            self.store.delete_objects(manifest_keys)
+            self.store.delete_objects(data_keys)
+        except StoreError as exc:
+            report.failures.append(f"{plan.name}: removing the store's copies failed: {exc}; rerun to finish")
+            return
+        for manifest in verified:
+            self.journal.forget(SegmentId(plan.topic, plan.topic_id, plan.partition, manifest.base_offset))
+        report.remote_deleted[plan.name] = len(verified)
+        self.log.info("store copies removed", topic=plan.topic, partition=plan.partition, segments=len(verified))
+
+
+def _remote_copies(plan: PartitionPlan) -> bool:
+    return bool(plan.restore or plan.local_copies or plan.duplicates)
+
+
+def _wait(future: Any) -> PartitionResult:
+    # A timeout keeps the main thread waking, so Ctrl-C is seen at once.
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except TimeoutError:
+            continue
