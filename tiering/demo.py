@@ -3,10 +3,13 @@ mode on loopback) and a simulated broker, narrated on stdout."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, TextIO
@@ -147,9 +150,11 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
         offloader.journal.close()
         store.close()
         broker.close()
+        rollback_ok = _show_rollback(config_path, config, broker, say)
         ok = (exit_code_for(third) == 0 and not report.problems and remote == local
-              and first.retention.count("local") > 0 and not first.retention.failures and cold_ok)
-        say("\n== demo " + ("finished: every eligible segment is in the store, verified" if ok else "FAILED"))
+              and first.retention.count("local") > 0 and not first.retention.failures and cold_ok and rollback_ok)
+        say("\n== demo " + ("finished: every eligible segment is in the store, verified and read back; orders "
+                            "is rolled back to local disk" if ok else "FAILED"))
         return 0 if ok else 1
     finally:
         server.stop()
@@ -178,6 +183,34 @@ def _show_cold_read(config: Any, broker: SimulatedBroker, say: Any) -> bool:
     say(f"   payments-0: {uncommitted} records read_uncommitted, {committed} read_committed "
         "(every 4th transaction aborted; transaction markers never shown)")
     return contiguous and bool(view.remote) and committed == uncommitted * 3 // 4
+
+
+def _show_rollback(config_path: Path, config: Any, broker: SimulatedBroker, say: Any) -> bool:
+    """Roll orders back to local disk with the real command line: the dry run's plan, then the
+    restore, then every offset read from local segments only."""
+    command = [sys.executable, "-m", "tiering", "rollback", "--config", str(config_path), "--topic", "orders"]
+    say("\n== the broker restarts (and stops again): its log starts move up to the first local segments")
+    broker.restart()
+    say("== tiering rollback --topic orders (dry run)")
+    dry = subprocess.run(command, capture_output=True, text=True)
+    for line in dry.stdout.splitlines():
+        say(f"   {line}")
+    say("== tiering rollback --topic orders --confirm")
+    done = subprocess.run([*command, "--confirm"], capture_output=True, text=True)
+    summary = next((json.loads(line) for line in done.stdout.splitlines()
+                    if line.startswith("{") and json.loads(line).get("event") == "rollback finished"), None)
+    if done.returncode != 0 or summary is None:
+        say(f"   rollback failed (exit {done.returncode}): {done.stderr.strip()}")
+        return False
+    say(f"   restored {summary['segments_restored']} segments ({summary['bytes_restored']} bytes) in "
+        f"{summary['seconds']} s; log start lowered {summary['log_start_lowered']}; tiering is off for orders")
+    with open_reader(config) as reader:
+        view = reader.catalog.partition("orders", 0)
+        offsets = [r.offset for r in reader.records("orders", 0, 0)]
+    local_only = not view.remote and view.first_local_offset == 0
+    say(f"   orders-0 now starts at offset {view.first_local_offset} on local disk; {len(offsets)} records read "
+        f"without the store: {local_only and offsets == list(range(broker.next_offset('orders', 0)))}")
+    return dry.returncode == 0 and local_only and offsets == list(range(broker.next_offset("orders", 0)))
 
 
 def _show_status(config: Any, say: Any) -> None:

@@ -180,7 +180,8 @@ def test_second_sigint_exits_at_once(env, s3, tmp_path):
     time.sleep(0.5)
     assert daemon.proc.poll() is None          # the first one waits for the upload (grace 9 s)
     code, seconds = daemon.stop(signal.SIGINT)
-    assert code == 130 and seconds < 2
+    # Well inside the 9 s grace the first SIGINT started (2 s flaked on a loaded 2-core machine).
+    assert code == 130 and seconds < 6
 
 
 def test_sighup_reloads_rate_limit_and_rejects_a_bad_config(env, s3, tmp_path):
