@@ -7,7 +7,8 @@ import importlib
 import sys
 
 BENCHMARKS = {"upload": "bench.upload", "ratelimit": "bench.ratelimit", "latency": "bench.latency",
-              "scale": "bench.scale", "read": "bench.read"}
+              "scale": "bench.scale", "read": "bench.read",
+              "rollback": "bench.rollback"}
 
 
 def main() -> int:
