@@ -219,30 +219,47 @@ def test_the_daemon_leaves_a_rolled_back_topic_alone_until_resume(env, s3, tmp_p
     broker.close()
 
 
-def test_kill_9_in_the_middle_of_a_restore_then_a_rerun_finishes_it(env, s3):
+def test_sigterm_then_kill_9_in_the_middle_of_a_restore_then_a_rerun_finishes_it(env, s3):
     broker, before = build(env, rounds=8)
-    # ~130 KB/s: the restore takes several seconds, so the kill lands in the middle of it.
+    # ~130 KB/s: a restore takes several seconds, so each stop lands in the middle of it.
     config = env.write_config(OFFLOAD_ALL + "\n[read]\nrate_limit_bytes_per_second = 130000\n")
     offload(env, config, broker)
     total = len(orders_remote(s3, 0)) + len(orders_remote(s3, 1))
-    rollback = subprocess.Popen([sys.executable, "-m", "tiering", "rollback", "--config", str(config), "--topic",
-                                 "orders", "--confirm"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    restored_before_kill = 0
-    for line in rollback.stdout:
-        if '"segment restored"' in line:
-            restored_before_kill += 1
-            break
-    rollback.send_signal(signal.SIGKILL)
-    rollback.wait(10)
-    assert restored_before_kill == 1
+    command = [sys.executable, "-m", "tiering", "rollback", "--config", str(config), "--topic", "orders", "--confirm"]
+
+    def stop_after_first_segment(signum: int) -> subprocess.Popen:
+        rollback = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert rollback.stdout is not None
+        for line in rollback.stdout:
+            if '"segment restored"' in line:
+                break
+        else:
+            raise AssertionError(f"no segment restored: {rollback.stderr.read() if rollback.stderr else ''}")
+        rollback.send_signal(signum)
+        rollback.wait(30)
+        return rollback
+
+    # SIGTERM: a clean stop, exit 130, no temporary file left, checkpoints right for what is there.
+    stopped = stop_after_first_segment(signal.SIGTERM)
+    assert stopped.returncode == 130
+    assert stopped.stderr is not None and "rerun the same command to finish" in stopped.stderr.read()
+    assert not [n for n in orders_files(env.log_dir) if n.endswith(".restore.tmp")]
     assert_nothing_half_visible(env.log_dir, before)
-    assert not tiering_enabled(config, "orders")      # turned off durably before the first byte was written
+    starts = parse_offset_checkpoint((env.log_dir / "log-start-offset-checkpoint").read_text())
+    for p in (0, 1):
+        first = min(int(f.name[:20]) for f in (env.log_dir / f"orders-{p}").glob("*.log"))
+        assert _start(starts, p) == first     # the broker would keep every restored segment
+    assert not tiering_enabled(config, "orders")     # turned off durably before the first byte was written
+
+    # kill -9: no chance to clean up; nothing half-written is visible all the same.
+    stop_after_first_segment(signal.SIGKILL)
+    assert_nothing_half_visible(env.log_dir, before)
 
     rerun = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm")
     assert rerun.returncode == 0, rerun.stderr
     summary = next(e for e in events(rerun.stdout) if e["event"] == "rollback finished")
-    assert 0 < summary["segments_restored"] < total   # what the killed run restored is not downloaded again
+    assert 0 < summary["segments_restored"] <= total - 2   # what the stopped runs restored is not downloaded again
     assert orders_files(env.log_dir) == before
     broker.close()
 

@@ -111,3 +111,28 @@ def test_the_checkpoint_rewrite_changes_only_the_named_lines():
     assert parse_offset_checkpoint(out)[TopicPartition("orders", 0)] == 0
     with pytest.raises(CheckpointError):
         rewrite_offset_checkpoint("0\n2\norders 0 1\n", {})                          # never rewrite what does not parse
+
+
+def test_progress_events_carry_bytes_rate_and_eta():
+    import threading
+
+    from tiering.rollback.progress import Progress, ProgressEvents
+
+    now = [100.0]
+    progress = Progress(1000, 4, lambda: now[0])
+    logged: list[dict] = []
+    seen = threading.Event()
+
+    class Log:
+        def info(self, event: str, **fields) -> None:
+            logged.append({"event": event, **fields})
+            seen.set()
+
+    progress.add(250)
+    progress.segment_done()
+    now[0] = 105.0                      # 250 bytes in 5 s: 50 B/s, 750 left: 15 s
+    events = ProgressEvents(progress, Log(), interval=0.01)
+    assert seen.wait(5)
+    events.close()
+    assert logged[0] == {"event": "rollback progress", "bytes_done": 250, "bytes_total": 1000, "segments_done": 1,
+                         "segments_total": 4, "rate_bytes_per_second": 50, "eta_seconds": 15.0}

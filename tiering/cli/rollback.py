@@ -73,8 +73,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _confirmed(args: argparse.Namespace, config: Config, store: Any, plans: list[PartitionPlan], topics: list[str],
                keep_free: int, clock: SystemClock) -> int:
-    log = configure_logging(sys.stdout)
     on_terminal = sys.stderr.isatty() and sys.stdout.isatty()
+    # On a terminal the bar and the summary say it all; per-segment events would scroll the bar away.
+    log = configure_logging(sys.stdout, level="warning" if on_terminal else "info")
     bars: list[ProgressBar] = []
     events: list[ProgressEvents] = []
 
@@ -125,7 +126,7 @@ def _summary(report: RollbackReport, log: Any, on_terminal: bool, topics: list[s
         return
     print(f"restored {report.segments} segment(s), {format_bytes(report.bytes)}, to {len(report.results)} "
           f"partition(s) in {report.seconds:.1f} s ({format_bytes(int(rate))}/s); "
-          f"{report.files_kept} file(s) were already in place")
+          f"{report.files_kept} file(s) already on disk were kept")
     for tp, (old, new) in report.log_starts.items():
         print(f"  {tp}: log-start-offset-checkpoint {old} -> {new}")
     for name in report.epochs_merged:
