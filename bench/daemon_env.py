@@ -123,3 +123,16 @@ class Daemon:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(30)
+
+
+def offload_everything(work: Path, log_dir: Path, endpoint: str, prefix: str) -> Path:
+    """Offload every rolled segment of `log_dir` with `tiering run --once` and delete the local
+    copies (local retention of 1 byte, no total retention); returns the config it used."""
+    config = write_config(work, log_dir, endpoint, prefix=prefix, port=None,
+                          extra="[retention]\nlocal_retention_bytes = 1\nretention_ms = -1\n", concurrency=8)
+    result = subprocess.run([sys.executable, "-m", "tiering", "run", "--config", str(config), "--once"],
+                            env=ENV, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"bench: offloading {log_dir} failed: {result.stderr.strip()}")
+    return config
+

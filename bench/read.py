@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.daemon_env import ENV, Server, write_config
+from bench.daemon_env import ENV, Server, offload_everything
 from bench.machine import describe, save_result
 from bench.relay import LatencyRelay
 from tiering.simulate import SimulatedBroker
@@ -60,13 +60,7 @@ def build(work: Path, mib: int, endpoint: str) -> Path:
     broker.roll("cold", 0)
     broker.produce("cold", 0, 16, value_size=4000, batch_records=16)
     broker.close()
-    config = write_config(work, log_dir, endpoint, prefix="read/", port=None,
-                          extra="[retention]\nlocal_retention_bytes = 1\nretention_ms = -1\n", concurrency=8)
-    result = subprocess.run([sys.executable, "-m", "tiering", "run", "--config", str(config), "--once"],
-                            env=ENV, capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"bench: offloading the backlog failed: {result.stderr.strip()}")
-    return config
+    return offload_everything(work, log_dir, endpoint, "read/")
 
 
 def run_case(config: Path, endpoint_port: int, prefetch: int, delay: float, rate: int = 0) -> dict:

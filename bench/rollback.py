@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.daemon_env import ENV, Server, state_dir, write_config
+from bench.daemon_env import ENV, Server, offload_everything, state_dir
 from bench.machine import describe, save_result
 from bench.relay import LatencyRelay
 from tiering.simulate import SimulatedBroker
@@ -47,12 +47,7 @@ def build(work: Path, mib: int, endpoint: str) -> tuple[Path, Path]:
             broker.produce("back", p, 1600, value_size=4000, batch_records=16)
         broker.roll("back", p)
         broker.produce("back", p, 16, value_size=4000, batch_records=16)
-    config = write_config(work, log_dir, endpoint, prefix="rollback/", port=None,
-                          extra="[retention]\nlocal_retention_bytes = 1\nretention_ms = -1\n", concurrency=8)
-    result = subprocess.run([sys.executable, "-m", "tiering", "run", "--config", str(config), "--once"],
-                            env=ENV, capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"bench: offloading failed: {result.stderr.strip()}")
+    config = offload_everything(work, log_dir, endpoint, "rollback/")
     broker.restart()
     broker.close()
     return log_dir, config
