@@ -180,10 +180,10 @@ class Daemon:
                 self.coordinator.settle_done(0)
                 self.coordinator.pump()
             if now >= next_gauges:
-                self._update_gauges()
-                next_gauges = now + TICK_SECONDS
                 if prepared and self._refresh_disabled():
                     next_reconcile = now   # re-plan every partition under the new set at once
+                self._update_gauges()
+                next_gauges = now + TICK_SECONDS
             timeout = max(0.0, min(next_reconcile if prepared else next_prepare, now + TICK_SECONDS)
                           - self.clock.monotonic())
             ready_at = self.coordinator.queue.next_ready_at()
@@ -362,6 +362,7 @@ class Daemon:
             self.log.warning("tiering turned off for topic: no uploads, no local deletion", topic=topic)
         for topic in sorted(self._disabled - disabled):
             self.log.info("tiering turned back on for topic", topic=topic)
+        self.coordinator.forget_cached(disabled ^ self._disabled)
         self._disabled = disabled
         return True
 

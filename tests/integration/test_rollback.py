@@ -179,8 +179,9 @@ def test_the_daemon_leaves_a_rolled_back_topic_alone_until_resume(env, s3, tmp_p
         wait_for(lambda: only_active("orders", 0) and only_active("orders", 1) and only_active("clicks", 0), 30,
                  "the daemon did not offload and trim the local disk")
         broker.restart()
-        result = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm")
+        result = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm", "--delete-remote")
         assert result.returncode == 0, result.stderr
+        assert not [k for k in remote_manifests(s3) if k[0] == "orders"]
         wait_for(lambda: any(e["event"].startswith("tiering turned off for topic") for e in daemon.events()), 10,
                  "the daemon did not see the rollback")
         passes = daemon.metric("tiering_retention_passes_total")
@@ -211,8 +212,10 @@ def test_the_daemon_leaves_a_rolled_back_topic_alone_until_resume(env, s3, tmp_p
 
         resumed = run_cli("resume", "--config", str(config), "--topic", "orders")
         assert resumed.returncode == 0 and "tiering is on again for topic orders" in resumed.stdout
+        # The restored segments, whose store copies --delete-remote removed, go up again.
         wait_for(lambda: ("orders", 0, orders_next) in remote_manifests(s3) and gone("orders", 0), 20,
                  "resume did not turn tiering back on")
+        assert ("orders", 0, 0) in remote_manifests(s3)
         assert daemon.metric("tiering_disabled_topics") == 0
     finally:
         daemon.stop()

@@ -209,6 +209,12 @@ class UploadCoordinator:
         if partition is not None and self.pins is not None:
             self.pins.release_partition(partition)   # a deleted topic's segments are not offloaded
 
+    def forget_cached(self, topics: frozenset[str]) -> None:
+        """Drop what is cached about these topics' segments being remote: a rollback with
+        --delete-remote removed their copies (and journal rows) behind our back, and after
+        `resume` they must be uploaded again."""
+        self._remote = {sid for sid in self._remote if sid.topic not in topics}
+
     def _is_remote(self, sid: SegmentId) -> bool:
         if sid in self._remote:
             return True
