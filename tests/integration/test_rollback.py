@@ -97,6 +97,13 @@ def test_the_dry_run_prints_the_plan_and_changes_nothing(env, s3):
     assert any(line.startswith("total ") for line in lines)
     assert f"broker lock on {env.log_dir}: no process holds" in result.stdout
     assert "--delete-remote:" in result.stdout
+    every = run_cli("rollback", "--config", str(config), "--all")
+    assert every.returncode == 0, every.stderr
+    assert every.stdout.startswith("rollback plan for every topic")
+    assert {line.split()[0] for line in every.stdout.splitlines()} >= {"orders-0", "orders-1", "clicks-0"}
+    unknown = run_cli("rollback", "--config", str(config), "--topic", "nope", "--confirm")
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+    assert "topic nope is not in the log dirs" in unknown.stderr
     assert local_files(env.log_dir) == files
     assert bucket_snapshot(s3) == bucket
     assert tiering_enabled(config, "orders")
@@ -353,4 +360,32 @@ def test_delete_remote_after_a_verified_restore_and_a_disk_space_refusal(env, s3
     again = run_cli("run", "--config", str(config), "--once")
     assert again.returncode == 0, again.stderr
     assert len(orders_remote(s3, 0)) == len([k for k in before if k.startswith("orders-0/") and k.endswith(".log")]) - 1
+    broker.close()
+
+
+def test_a_retention_pass_planned_before_a_rollback_deletes_nothing_of_the_topic(env, s3):
+    """The race a running daemon has with a rollback: a pass planned while the topic was still
+    tiered must ask again, under the broker's lock, right before it unlinks."""
+    from tests.integration.test_cli_and_recovery import ListLog
+    from tiering.config import load_config
+    from tiering.journal import Journal
+    from tiering.kafka.logdir import scan_log_dirs
+    from tiering.retention.run import RetentionRunner
+    from tiering.wiring import open_store
+
+    broker, before = build(env)
+    keep = env.write_config('\n[retention]\nlocal_delete = "off"\n')
+    assert run_cli("run", "--config", str(keep), "--once").returncode == 0     # uploaded, still local
+    config = load_config(env.write_config(OFFLOAD_ALL))
+    clicks_before = len(list((env.log_dir / "clicks-0").glob("*.log")))
+    journal, store = Journal(env.state_dir), open_store(config)
+    try:
+        runner = RetentionRunner(store, ListLog(), lambda: 0, disabled_now=lambda: frozenset({"orders"}))
+        report = runner.run(config, scan_log_dirs([env.log_dir]), journal.all(), frozenset())   # a stale set
+    finally:
+        journal.close()
+        store.close()
+    assert {d.segment.topic for d in report.deleted} == {"clicks"}
+    assert orders_files(env.log_dir) == before
+    assert len(list((env.log_dir / "clicks-0").glob("*.log"))) < clicks_before
     broker.close()
