@@ -40,6 +40,12 @@ def replace_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
+        try:
+            owner = os.stat(path)
+            os.fchmod(fd, owner.st_mode & 0o7777)
+            give_to_owner(fd, owner)
+        except FileNotFoundError:
+            give_to_owner(fd, os.stat(path.parent))
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -48,6 +54,14 @@ def replace_file(path: Path, data: bytes) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def give_to_owner(fd: int, owner: os.stat_result) -> None:
+    """Make a file we create in the broker's log dir belong to the broker's user (when we run
+    as root, e.g. `sudo tiering rollback`): a root-owned segment or checkpoint is one the
+    broker cannot rewrite or delete, and it takes the whole log dir offline over it."""
+    if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+        os.fchown(fd, owner.st_uid, owner.st_gid)
 
 
 def drop_cached_pages(path: Path) -> None:

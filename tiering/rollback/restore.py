@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tiering.errors import TieringError
-from tiering.files import drop_cached_pages, file_crc32c, fsync_dir, replace_file
+from tiering.files import drop_cached_pages, file_crc32c, fsync_dir, give_to_owner, replace_file
 from tiering.kafka.checkpoints import (CheckpointError, EpochEntry, TopicPartition, format_leader_epoch_checkpoint,
                                        parse_leader_epoch_checkpoint, parse_offset_checkpoint,
                                        rewrite_offset_checkpoint)
@@ -152,6 +152,7 @@ class PartitionRestorer:
     def _fetch(self, entry: ObjectEntry, temporary: Path, count: Callable[[int], None]) -> None:
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "w+b") as target:
+            give_to_owner(target.fileno(), os.stat(temporary.parent))
             try:
                 self.store.download_into(entry.key, target, entry.size, count)
             except StoreError as exc:
