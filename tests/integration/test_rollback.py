@@ -304,7 +304,7 @@ def test_a_disk_that_refuses_writes_fails_cleanly_and_a_rerun_finishes(env, s3):
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines and all(line.startswith("tiering: orders-") for line in lines)
-    assert any("File too large" in line and "free space" in line for line in lines)
+    assert any("File too large" in line and ".log.restore.tmp" in line and "free space" in line for line in lines)
     assert "Traceback" not in result.stderr
     assert not [n for n in orders_files(env.log_dir) if n.endswith(".restore.tmp")]   # cleaned up
     assert_nothing_half_visible(env.log_dir, before)

@@ -155,6 +155,9 @@ class PartitionRestorer:
             give_to_owner(target.fileno(), os.stat(temporary.parent))
             try:
                 self.store.download_into(entry.key, target, entry.size, count)
+            except OSError as exc:
+                # s3transfer's writer thread raises it without the file's name: add it.
+                raise OSError(exc.errno, exc.strerror, str(temporary)) from None
             except StoreError as exc:
                 if self.stop.is_set():
                     raise _Stopped() from None
