@@ -268,7 +268,9 @@ def test_fadvise_drops_only_the_pages_its_read_brought_in(cold_local):
     after = pagecache.resident_map(fd, 0, size)
     os.close(fd)
     first, second = after[:half // pagecache.PAGE], after[half // pagecache.PAGE:]
-    assert all(b & 1 for b in first), "pages that were resident before the read stayed"
+    # The kernel may reclaim a clean page at any time (one CI run lost some under a parallel
+    # job); the fault this guards against, dropping every page the read touched, leaves none.
+    assert sum(b & 1 for b in first) >= 0.90 * len(first), "pages that were resident before the read stayed"
     assert sum(b & 1 for b in second) <= 0.10 * len(second), "pages the read brought in were dropped"
 
 
