@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130   # Ctrl-C / SIGTERM: the shell's convention for death by SIGINT
 
 
 class TieringError(Exception):

@@ -3,12 +3,15 @@ replacement of a small file, and dropping a file's pages from the page cache."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import crc32c
 
 _READ_BLOCK = 1 << 20
+# Errors of writing to the local disk (full, file size limit, quota, read-only, I/O, permission).
+LOCAL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
 
 
 def file_crc32c(path: Path) -> tuple[int, str] | None:

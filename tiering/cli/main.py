@@ -7,7 +7,7 @@ import sys
 from typing import NoReturn, Sequence
 
 from tiering import __version__
-from tiering.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, TieringError
+from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, TieringError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = exc.exit_code
     except KeyboardInterrupt:
         print("tiering: interrupted", file=sys.stderr)
-        code = 130
+        code = EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:
             raise

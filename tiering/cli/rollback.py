@@ -9,9 +9,10 @@ import sys
 from typing import Any, TextIO
 
 from tiering.cli.main import add_config_argument
+from tiering.cli.table import aligned
 from tiering.clock import SystemClock
 from tiering.config import Config, load_config
-from tiering.errors import EXIT_FAILED, EXIT_OK, UsageError
+from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from tiering.journal import Journal
 from tiering.kafka.lock import probe_lock
 from tiering.kafka.logdir import scan_log_dirs
@@ -24,7 +25,6 @@ from tiering.units import format_bytes, parse_size
 from tiering.upload.ratelimit import RateLimiter
 from tiering.wiring import open_store
 
-EXIT_INTERRUPTED = 130
 DEFAULT_KEEP_FREE = "1GiB"
 
 
@@ -150,9 +150,8 @@ def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, de
     print(f"rollback plan for {selection.describe()} (dry run: nothing was changed)", file=out)
     if rows:
         rows.append(("total", f"{len(shown)} partition(s)", str(total_segments), format_bytes(total_bytes), "", "", ""))
-        widths = [max(len(r[i]) for r in (_COLUMNS, *rows)) for i in range(len(_COLUMNS))]
-        for row in (_COLUMNS, *rows):
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
+        for line in aligned([_COLUMNS, *rows]):
+            print(line, file=out)
     idle = len(plans) - len(shown)
     if idle:
         print(f"{idle} partition(s) have nothing in the store below their local segments: nothing to restore",

@@ -10,12 +10,10 @@ from typing import Any
 
 from tiering.cli.main import add_config_argument
 from tiering.config import load_config
-from tiering.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, TieringError
+from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, TieringError
 from tiering.observability.logging import configure_logging
 from tiering.upload.offload_pass import PassReport
 from tiering.wiring import open_daemon, open_offloader, open_store
-
-EXIT_INTERRUPTED = 130   # a second Ctrl-C: the shell's convention for death by SIGINT
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 from tiering.cli.main import add_config_argument
+from tiering.cli.table import aligned
 from tiering.config import Config, load_config
 from tiering.errors import EXIT_FAILED, EXIT_OK
 from tiering.journal import Journal
@@ -96,9 +97,8 @@ def print_table(rows: list[PartitionStatus], document: dict) -> None:
         table.append((f"{r.topic}-{r.partition}", f"{r.local_segments} ({format_bytes(r.local_bytes)})",
                       "-" if r.local_start_offset is None else str(r.local_start_offset), remote, extent,
                       str(r.pending_segments), "yes" if r.tiering_enabled else "no", (r.last_error or "")[:100]))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for line in aligned(table):
+        print(line)
     print("\nRetention (what the next pass does):")
     for r in rows:
         if r.retention is None:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tiering.errors import TieringError
-from tiering.files import drop_cached_pages, file_crc32c, fsync_dir, give_to_owner, replace_file
+from tiering.files import (LOCAL_DISK_ERRNOS, drop_cached_pages, file_crc32c, fsync_dir, give_to_owner,
+                           replace_file)
 from tiering.kafka.checkpoints import (CheckpointError, EpochEntry, TopicPartition, format_leader_epoch_checkpoint,
                                        parse_leader_epoch_checkpoint, parse_offset_checkpoint,
                                        rewrite_offset_checkpoint)
@@ -30,7 +31,6 @@ from tiering.rollback.progress import Progress
 from tiering.store.errors import ErrorClass, StoreError
 from tiering.store.manifest import ObjectEntry, SegmentManifest
 from tiering.store.protocol import ObjectStore
-from tiering.store.s3 import LOCAL_DISK_ERRNOS
 
 TEMP_SUFFIX = ".restore.tmp"
 _OUR_TEMP = re.compile(r"^\d{20}\.(log|index|timeindex|txnindex|snapshot)" + re.escape(TEMP_SUFFIX) + "$")

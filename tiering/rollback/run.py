@@ -130,7 +130,7 @@ class Rollback:
                 except BrokerRunning as exc:
                     raise RefusedError(f"{log_dir}: {exc.state.detail}; stop the broker on this log dir before a "
                                        "rollback (nothing was changed)") from None
-            for space in {id(s): s for s in disk_space(writes).values()}.values():
+            for space in sorted(set(disk_space(writes).values()), key=lambda s: s.log_dirs):
                 if space.free_after < keep_free:
                     raise RefusedError(
                         f"{', '.join(map(str, space.log_dirs))}: not enough free disk space: the restore needs "
@@ -168,7 +168,7 @@ class Rollback:
             futures = [pool.submit(restorer.restore, plan) for plan in writes]
             try:
                 for future in futures:
-                    report.results.append(_wait(future))
+                    report.results.append(future.result())
             except KeyboardInterrupt:
                 report.interrupted = True
                 self.stop.set()
@@ -254,11 +254,3 @@ class Rollback:
 def _remote_copies(plan: PartitionPlan) -> bool:
     return bool(plan.restore or plan.local_copies or plan.duplicates)
 
-
-def _wait(future: Any) -> PartitionResult:
-    # A timeout keeps the main thread waking, so Ctrl-C is seen at once.
-    while True:
-        try:
-            return future.result(timeout=0.5)
-        except TimeoutError:
-            continue

@@ -10,7 +10,6 @@ sends a CRC32 checksum with each PUT and part, which the store verifies.
 
 from __future__ import annotations
 
-import errno
 import threading
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -23,14 +22,13 @@ from s3transfer.subscribers import BaseSubscriber
 
 from tiering import __version__
 from tiering.config import StoreConfig, UploadConfig
+from tiering.files import LOCAL_DISK_ERRNOS
 from tiering.store.errors import ErrorClass, StoreError, classify
 from tiering.store.protocol import MultipartUpload, ObjectInfo
 from tiering.upload.ratelimit import Cancelled, RateLimiter
 
 REQUEST_ATTEMPTS = 5
 DOWNLOAD_PART_BYTES = 8 * 1024 * 1024
-# Errors of writing the downloaded bytes (disk full, file size limit, quota, read-only, I/O).
-LOCAL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
 _READINTO_PIECE = 256 * 1024
 
 
