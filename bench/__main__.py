@@ -8,7 +8,7 @@ import sys
 
 BENCHMARKS = {"upload": "bench.upload", "ratelimit": "bench.ratelimit", "latency": "bench.latency",
               "scale": "bench.scale", "read": "bench.read",
-              "rollback": "bench.rollback"}
+              "rollback": "bench.rollback", "pagecache": "bench.pagecache"}
 
 
 def main() -> int:
