@@ -326,8 +326,9 @@ def main(args) -> int:
         local_backlog_bytes = sum(f.stat().st_size for f in backlog_files if f.exists())
         partitions = [{"partition": p, "dir": str(log_dir / f"{TOPIC}-{p}"), "stop": int(hot_files[p].stem)}
                       for p in range(PARTITIONS)]
-        if method != "simulated":
-            _method(scenario, budgets)
+        if method != "simulated" and _method(scenario, budgets)[0] == "simulated":
+            raise SystemExit("bench: the memory cgroup for the tiered mode could not be made (the untiered "
+                             "mode had one); run again")
         runs["tiered"] = run_mode(work, "tiered", files, hot_numbers, backlog_numbers, next_offsets, scenario,
                                   budgets[-1] if budgets else None,
                                   {"config": str(config), "topic": TOPIC, "partitions": partitions})
