@@ -62,7 +62,6 @@ class CacheBudget:
         self.budget = budget_bytes
         self.path, self.version = self._create(name or f"tiering-bench-{os.getpid()}")
         self._stop = threading.Event()
-        self._error: str | None = None
         try:
             self._apply()
         except OSError as exc:
@@ -137,8 +136,8 @@ class CacheBudget:
         while not self._stop.wait(0.02):
             try:
                 self._apply()
-            except OSError as exc:   # EBUSY: the kernel could not reclaim down to it yet
-                self._error = exc.strerror
+            except OSError:   # EBUSY: the kernel could not reclaim down to it yet; next time
+                pass
 
     # -- end -----------------------------------------------------------------------------------
 

@@ -108,11 +108,8 @@ def replay(accesses: Iterable[Access], capacity_pages: int,
             continue
         if access.kind == DROPPED:
             for page in pages:
-                if page not in cache:
-                    cache.touch(page)
+                if not cache.touch(page):     # brought in by this read: dropped again at once
                     cache.drop(page)
-                else:
-                    cache.touch(page)
             continue
         resident = sum(cache.touch(page) for page in pages)
         if access.hot:

@@ -35,6 +35,7 @@ cross-check.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,7 +52,8 @@ from bench.cachelimit import CacheBudget, Unavailable
 from bench.cachesim import KINDS_BY_NUMBER, Access, replay
 from bench.daemon_env import ENV, Server, write_config
 from bench.machine import describe, save_result
-from tiering.read.pagecache import PAGE, cached_pages
+from tiering.files import drop_cached_pages
+from tiering.read.pagecache import PAGE, cached_bytes
 from tiering.simulate import SimulatedBroker
 
 TOPIC = "tail"
@@ -136,25 +138,7 @@ def offload(work: Path, log_dir: Path, endpoint: str, scenario: Scenario) -> Pat
 def drop_from_page_cache(paths: list[Path]) -> None:
     os.sync()   # dirty pages cannot be dropped
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def cached_bytes(paths: list[Path]) -> int:
-    total = 0
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            total += cached_pages(fd)[0] * PAGE
-        finally:
-            os.close(fd)
-    return total
+        drop_cached_pages(path)
 
 
 # -- one mode -------------------------------------------------------------------------------------
@@ -170,7 +154,7 @@ class ModeRun:
 
 def run_mode(work: Path, mode: str, files: list[Path], hot_numbers: list[int], backlog_numbers: list[int],
              next_offsets: list[int], scenario: Scenario, budget: CacheBudget | None, backfill_extra: dict) -> ModeRun:
-    drop_from_page_cache([f for f in files if f.exists()])
+    drop_from_page_cache(files)
     common = {"files": [str(f) for f in files], "procs_file": budget.procs_file if budget else None}
     hot_spec = _spec(work, f"{mode}-hot", common, hot_files=hot_numbers, lags=LAGS, read_bytes=scenario.read_bytes,
                      produce_rate=scenario.produce_rate, next_offsets=next_offsets)
@@ -184,7 +168,7 @@ def run_mode(work: Path, mode: str, files: list[Path], hot_numbers: list[int], b
         time.sleep(BASELINE_SECONDS)
         backfill = subprocess.run([sys.executable, "-m", "bench.pagecache_workers", mode, str(backfill_spec)],
                                   env=ENV, capture_output=True, text=True)
-        cold_cached = cached_bytes([files[n] for n in backlog_numbers])
+        cold_cached = sum(cached_bytes(files[n]) for n in backlog_numbers)
         page_cache = budget.page_cache_bytes() if budget else None
         if backfill.returncode:
             raise SystemExit(f"bench: the {mode} backfill failed: {backfill.stderr.strip()}")
@@ -240,7 +224,7 @@ def figures(run: ModeRun, scenario: Scenario, backlog_numbers: list[int], simula
     summary = run.backfill_summary
     start, end = summary["started"], summary["finished"]
     sim_rows, sim_cached = simulate(run, scenario.budget_bytes // PAGE, set(backlog_numbers))
-    reads = window(run.hot, -np.inf, np.inf)
+    reads = run.hot[run.hot[:, 5] >= 0]
     kernel = np.column_stack([reads[:, 0], reads[:, 3], reads[:, 4]])
     # (time, pages, resident) of every consumer read, from the method that gives the result
     found = sim_rows if simulated else kernel
@@ -310,31 +294,33 @@ def main(args) -> int:
     scenario = Scenario.for_backlog(args.mib or 1024)
     work = Path(tempfile.mkdtemp(prefix="bench-pagecache-"))
     server = Server()
-    budgets: list[CacheBudget] = []
     try:
         log_dir, next_offsets = build(work, scenario)
         hot_files, backlog_files = segment_files(log_dir)
         files = hot_files + backlog_files
         hot_numbers = list(range(len(hot_files)))
         backlog_numbers = list(range(len(hot_files), len(files)))
-        method, why_not = _method(scenario, budgets)
-        runs = {"untiered": run_mode(work, "untiered", files, hot_numbers, backlog_numbers, next_offsets, scenario,
-                                     budgets[-1] if budgets else None, {})}
-        if budgets:
-            budgets.pop().close()
+        try:
+            limit = CacheBudget(scenario.budget_bytes)
+            method, why_not = limit.method, None
+        except Unavailable as exc:
+            limit, method, why_not = contextlib.nullcontext(), "simulated", str(exc)
+        with limit as budget:
+            runs = {"untiered": run_mode(work, "untiered", files, hot_numbers, backlog_numbers, next_offsets,
+                                         scenario, budget, {})}
         config = offload(work, log_dir, server.endpoint, scenario)
         local_backlog_bytes = sum(f.stat().st_size for f in backlog_files if f.exists())
         partitions = [{"partition": p, "dir": str(log_dir / f"{TOPIC}-{p}"), "stop": int(hot_files[p].stem)}
                       for p in range(PARTITIONS)]
-        if method != "simulated" and _method(scenario, budgets)[0] == "simulated":
-            raise SystemExit("bench: the memory cgroup for the tiered mode could not be made (the untiered "
-                             "mode had one); run again")
-        runs["tiered"] = run_mode(work, "tiered", files, hot_numbers, backlog_numbers, next_offsets, scenario,
-                                  budgets[-1] if budgets else None,
-                                  {"config": str(config), "topic": TOPIC, "partitions": partitions})
+        try:   # a fresh cgroup: nothing of the untiered mode is charged to it
+            limit = contextlib.nullcontext() if method == "simulated" else CacheBudget(scenario.budget_bytes)
+        except Unavailable as exc:
+            raise SystemExit(f"bench: the memory cgroup for the tiered mode could not be made ({exc}), though the "
+                             "untiered mode had one; run again") from None
+        with limit as budget:
+            runs["tiered"] = run_mode(work, "tiered", files, hot_numbers, backlog_numbers, next_offsets, scenario,
+                                      budget, {"config": str(config), "topic": TOPIC, "partitions": partitions})
     finally:
-        for budget in budgets:
-            budget.close()
         server.close()
         shutil.rmtree(work, ignore_errors=True)
     simulated = method == "simulated"
@@ -369,14 +355,6 @@ def main(args) -> int:
     if save_result("pagecache", result, args.json):
         _print_table(result)
     return 0
-
-
-def _method(scenario: Scenario, budgets: list[CacheBudget]) -> tuple[str, str | None]:
-    try:
-        budgets.append(CacheBudget(scenario.budget_bytes))
-        return budgets[-1].method, None
-    except Unavailable as exc:
-        return "simulated", str(exc)
 
 
 def _methods(method: str, why_not: str | None) -> dict:

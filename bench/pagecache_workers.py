@@ -96,7 +96,7 @@ def hot(spec_path: str) -> int:
 
     def consume(lag: float) -> None:
         behind = int(lag * per_partition)
-        positions = [end for end in ends]     # a group starts at the end, and falls behind by `lag`
+        positions = list(ends)     # a group starts at the end, and falls behind by `lag`
         while not stop.is_set():
             did = False
             for p, fd in enumerate(readers):
@@ -168,8 +168,9 @@ def tiered(spec_path: str) -> int:
     rows: list[tuple] = []
     total = 0
     with open_reader(config) as reader:
+        zeros = bytes(reader.pool.chunk_bytes)
         for slab in range(reader.pool.slab_count):
-            reader.pool.slab_view(slab)[:] = bytes(reader.pool.chunk_bytes)
+            reader.pool.slab_view(slab)[:] = zeros
         _join(spec)
         started = time.monotonic()
         for partition in spec["partitions"]:

@@ -8,25 +8,10 @@ import sys
 import pytest
 
 from bench.cachelimit import CacheBudget, Unavailable
-from tiering.read.pagecache import PAGE, cached_pages
+from tiering.files import drop_cached_pages as drop
+from tiering.read.pagecache import cached_bytes as cached
 
 MiB = 1024 * 1024
-
-
-def cached(path) -> int:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return cached_pages(fd)[0] * PAGE
-    finally:
-        os.close(fd)
-
-
-def drop(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def read_in_child(path, procs_file) -> None:

@@ -68,6 +68,18 @@ def cached_pages(fd: int, offset: int = 0, length: int | None = None) -> tuple[i
     return sum(b & 1 for b in resident_map(fd, offset, length)), "mincore"
 
 
+def cached_bytes(path: str | os.PathLike) -> int:
+    """Bytes of a file in the page cache; 0 for a file that is not there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        return cached_pages(fd)[0] * PAGE
+    finally:
+        os.close(fd)
+
+
 def drop_pages_not_in(fd: int, offset: int, before: bytes) -> None:
     """posix_fadvise(DONTNEED) the pages of a read at `offset` that were not resident in
     `before` (its mincore map taken before the read): those our read brought in. Runs of
