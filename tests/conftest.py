@@ -18,6 +18,11 @@ BUCKET = "kafka-tier"
 PREFIX = "cluster-a/"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true",
+                     help="run the fault suite's long variants (ten times the kills, faults and data)")
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     from tiering.demo import start_s3_server

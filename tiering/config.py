@@ -42,6 +42,10 @@ class StoreConfig:
     # Extension of design.md: a short hash of topic id and partition in front of each
     # partition's keys spreads request load across S3 key partitions.
     hash_prefix: bool = False
+    # Extension of design.md: how long a request may wait to connect, and for each read of
+    # the answer, before botocore gives up on the attempt and retries it (a stalled store).
+    connect_timeout_ms: int = 10_000
+    read_timeout_ms: int = 60_000
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class DaemonConfig:
     retention_interval_ms: int = 300_000      # Kafka's log.retention.check.interval.ms
     stale_multipart_ms: int = 3_600_000
     orphan_ms: int = 86_400_000
+    fatal_retry_ms: int = 60_000              # uploads pause this long after the store refuses them
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,7 @@ class _Reader:
 
     def _store(self, t: Mapping[str, Any]) -> StoreConfig:
         self._unknown("store", t, {"bucket", "prefix", "endpoint_url", "region", "addressing_style",
-                                   "storage_class", "hash_prefix"})
+                                   "storage_class", "hash_prefix", "connect_timeout_ms", "read_timeout_ms"})
         for secret in ("aws_access_key_id", "aws_secret_access_key", "access_key", "secret_key"):
             if secret in t:
                 self.problems.append(f"store.{secret}: credentials never go in this file; use the "
@@ -220,6 +225,10 @@ class _Reader:
             addressing_style=style or "auto",
             storage_class=self._string("store", t, "storage_class", "STANDARD") or "STANDARD",
             hash_prefix=self._bool("store", t, "hash_prefix", False),
+            connect_timeout_ms=self._at_least("store", t, "connect_timeout_ms", StoreConfig.connect_timeout_ms,
+                                              100, parse_duration_ms),
+            read_timeout_ms=self._at_least("store", t, "read_timeout_ms", StoreConfig.read_timeout_ms,
+                                           100, parse_duration_ms),
         )
 
     def _upload(self, t: Mapping[str, Any]) -> UploadConfig:
@@ -298,7 +307,7 @@ class _Reader:
     def _daemon(self, t: Mapping[str, Any]) -> DaemonConfig:
         d = DaemonConfig()
         self._unknown("daemon", t, {"watch", "reconcile_interval_ms", "shutdown_grace_ms", "sweep_interval_ms",
-                                    "stale_multipart_ms", "orphan_ms", "retention_interval_ms"})
+                                    "stale_multipart_ms", "orphan_ms", "retention_interval_ms", "fatal_retry_ms"})
         grace = self._at_least("daemon", t, "shutdown_grace_ms", d.shutdown_grace_ms, 0, parse_duration_ms)
         if grace > 9_000:
             # systemd and operators expect an exit within 10 s of SIGTERM; cleanup needs the rest
@@ -315,6 +324,7 @@ class _Reader:
             orphan_ms=self._at_least("daemon", t, "orphan_ms", d.orphan_ms, 0, parse_duration_ms),
             retention_interval_ms=self._at_least("daemon", t, "retention_interval_ms", d.retention_interval_ms,
                                                  100, parse_duration_ms),
+            fatal_retry_ms=self._at_least("daemon", t, "fatal_retry_ms", d.fatal_retry_ms, 1000, parse_duration_ms),
         )
 
     # -- typed getters ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 from tiering.cli.main import add_config_argument
 from tiering.config import load_config
 from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, TieringError
+from tiering.journal import JournalError
 from tiering.observability.logging import configure_logging
 from tiering.upload.offload_pass import PassReport
 from tiering.wiring import open_daemon, open_offloader, open_store
@@ -59,7 +60,18 @@ def _daemon(config_path: str, config: Any, log: Any) -> int:
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
-    finished = daemon.run()
+    try:
+        finished = daemon.run()
+    except JournalError as exc:
+        # The journal cannot be written (state.dir full, its disk failing): stop as a crash
+        # would, which every step is made to survive. Uploads in flight are abandoned with
+        # their rows saying `uploading`; the next start settles them. A graceful stop would
+        # have to write the journal too.
+        log.error("journal write failed; stopping", error=str(exc))
+        daemon.store.cancel_transfers()
+        print(f"tiering: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        os._exit(EXIT_FAILED)
     daemon.journal.close()
     if not finished:
         # A worker is stuck in a request the cancel cannot reach; its journal row says

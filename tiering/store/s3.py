@@ -38,8 +38,8 @@ def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
         region_name=store.region,
         retries={"mode": "standard", "max_attempts": REQUEST_ATTEMPTS},
         s3={"addressing_style": store.addressing_style},
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=store.connect_timeout_ms / 1000,
+        read_timeout=store.read_timeout_ms / 1000,
         max_pool_connections=pool_size,
         user_agent_extra=f"tiering/{__version__}",
     )

@@ -33,11 +33,6 @@ from tiering.upload.queue import Backlog, Pending, UploadQueue
 from tiering.upload.retry import RetryPolicy
 from tiering.upload.segment import BadSegment, UploadTarget, offload_segment, target_for
 
-# After a fatal store error (credentials, permissions, bucket) the daemon stops uploading
-# for this long, then tries again: an operator may have fixed it meanwhile.
-FATAL_PAUSE_SECONDS = 60.0
-
-
 def new_uid() -> str:
     return secrets.token_hex(8)
 
@@ -308,11 +303,17 @@ class UploadCoordinator:
         candidate: Candidate = pending.item  # type: ignore[assignment]
         target = target_for(candidate.segment, candidate.partition, self.config.store.prefix,
                             self.config.store.hash_prefix, candidate.broker_id, self.uid_factory())
+        # The attempt before this one failed; if it failed after its manifest PUT was sent, the
+        # segment may be visible already (the journal keeps that attempt's id, across restarts
+        # too): the worker settles it before uploading again.
+        record = self.journal.get(candidate.id)
+        previous = (replace(target.keys, uid=record.uid)
+                    if record is not None and record.state is SegmentState.FAILED and record.uid else None)
         self.journal.mark_uploading(candidate.id, target.keys.uid, candidate.segment.size, self.clock.now_ms())
         breaker = self._breakers.get(pending.partition)
         if breaker is not None:
             self._breakers[pending.partition] = breaker.started(now)
-        future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms)
+        future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms, previous)
         self._in_flight[future] = (pending, target)
         self._in_flight_ids.add(candidate.id)
         future.add_done_callback(lambda _: self.on_done())
@@ -356,14 +357,25 @@ class UploadCoordinator:
                 self._offered.pop(pending.partition, None)  # the next reconcile offers it afresh
                 self._failed(SegmentFailure(sid, str(segment.log_path), str(exc)))
                 return
-            log.error("store refused the upload", error=str(exc), error_class=exc.error_class.value)
             self._count("failed", segment.size)
+            # said once per outage, and again when the fix it needs changes
+            first = self.fatal is None or self.fatal.hint != exc.hint
             self.fatal = exc
-            if not self.stop_on_fatal:
-                self._paused_until = now + FATAL_PAUSE_SECONDS
-                self.queue.push(replace(pending, not_before=self._paused_until))
+            if self.stop_on_fatal:
+                log.error("store refused the upload", error=str(exc), error_class=exc.error_class.value)
+                return
+            # A fatal error (credentials, permissions, bucket) is not retried request by
+            # request: the daemon stops uploading for daemon.fatal_retry_ms, then tries again,
+            # since an operator may have fixed it meanwhile.
+            pause = self.config.daemon.fatal_retry_ms / 1000
+            self._paused_until = max(self._paused_until, now + pause)
+            if first:
+                log.error("store refused the upload; uploads paused", error=str(exc),
+                          error_class=exc.error_class.value, retry_in_seconds=pause)
+            self.queue.push(replace(pending, not_before=self._paused_until))
             return
-        record_uploaded(self.journal, manifest, target.keys.manifest_key, now_ms)
+        manifest_key = replace(target.keys, uid=manifest.uid).manifest_key   # an adopted attempt's own
+        record_uploaded(self.journal, manifest, manifest_key, now_ms)
         self._remote.add(sid)
         self._unpin(candidate)
         self._breakers.pop(pending.partition, None)
@@ -375,7 +387,7 @@ class UploadCoordinator:
         if self.keep_results:
             self.uploaded.append(manifest)
         log.info("segment uploaded", bytes=manifest.total_bytes, end_offset=manifest.end_offset,
-                 key=target.keys.manifest_key)
+                 key=manifest_key)
 
     def _unpin(self, candidate: Candidate) -> None:
         if self.pins is not None:

@@ -10,7 +10,7 @@ also confirmed by a HEAD of its size), so a manifest always describes complete, 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +24,7 @@ from tiering.kafka.indexes import CorruptIndex, check_index
 from tiering.kafka.logdir import LocalPartition, LocalSegment
 from tiering.store.errors import ErrorClass, StoreError
 from tiering.store.keys import PartitionPath, SegmentKeys
-from tiering.store.manifest import FORMAT_VERSION, ObjectEntry, SegmentManifest
+from tiering.store.manifest import FORMAT_VERSION, ManifestError, ObjectEntry, SegmentManifest, parse_manifest
 from tiering.store.protocol import ObjectStore
 
 
@@ -36,6 +36,17 @@ class BadSegment(Exception):
     def __init__(self, message: str, read_error: bool = False):
         super().__init__(message)
         self.read_error = read_error
+
+
+class UnsettledUpload(StoreError):
+    """The manifest PUT failed and a HEAD could not tell whether it landed: the attempt may be
+    visible. Its objects are kept (deleting them could break a visible segment) and the next
+    attempt first settles this one (`previous`), so a segment is never visible twice."""
+
+    def __init__(self, cause: StoreError, keys: SegmentKeys):
+        super().__init__(cause.error_class, cause.operation, cause.key,
+                         f"{cause.detail} (whether the manifest landed is not known yet)", cause.hint, cause.reason)
+        self.keys = keys
 
 
 @dataclass(frozen=True)
@@ -57,10 +68,18 @@ def target_for(segment: LocalSegment, partition: LocalPartition, prefix: str, ha
                         path.segment(segment.base_offset, uid))
 
 
-def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int]) -> SegmentManifest:
-    """Upload one rolled segment and its manifest; raises BadSegment or StoreError."""
+def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int],
+                    previous: SegmentKeys | None = None) -> SegmentManifest:
+    """Upload one rolled segment and its manifest; raises BadSegment or StoreError.
+
+    `previous`: an earlier attempt whose manifest may have landed (UnsettledUpload); when it
+    did, that upload is the result and nothing is uploaded again."""
     segment, keys = target.segment, target.keys
     assert segment.next_offset is not None, "the active segment is never offloaded"
+    if previous is not None:
+        adopted = settle_previous(store, previous)
+        if adopted is not None:
+            return adopted
     summary = _check_log(segment)
     small = _small_objects(target, summary)
 
@@ -82,11 +101,56 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
             leader_epochs=summary.leader_epochs, objects=tuple(entries), uid=keys.uid,
             broker_id=target.broker_id, created_at_ms=now_ms(), tool_version=__version__,
         )
-        store.put_bytes(keys.manifest_key, manifest.to_json())
+        _put_manifest(store, keys, manifest.to_json())
+    except UnsettledUpload:
+        raise
+    except StoreError as exc:
+        discard_attempt(store, keys)
+        if exc.error_class is ErrorClass.NOT_FOUND:
+            # Something of this attempt vanished under it (its multipart upload aborted by
+            # another process's sweep, say): the attempt failed; a new one can succeed.
+            raise StoreError(ErrorClass.RETRYABLE, exc.operation, exc.key, exc.detail, reason=exc.reason) from None
+        raise
     except BaseException:
         discard_attempt(store, keys)
         raise
     return manifest
+
+
+def _put_manifest(store: ObjectStore, keys: SegmentKeys, data: bytes) -> None:
+    """The PUT that makes the segment visible. It can fail after the store stored it (the answer
+    lost to a reset or a timeout, and botocore's retries then failing): ask the store before
+    calling the attempt failed, or its cleanup would leave a manifest without its objects and
+    the retry a second copy of the segment."""
+    try:
+        store.put_bytes(keys.manifest_key, data)
+    except StoreError as exc:
+        if not exc.retryable:
+            raise
+        try:
+            landed = store.head(keys.manifest_key)
+        except StoreError:
+            raise UnsettledUpload(exc, keys) from None
+        if landed is None or landed.size != len(data):
+            raise
+        # it landed: the upload is complete
+
+
+def settle_previous(store: ObjectStore, keys: SegmentKeys) -> SegmentManifest | None:
+    """An unsettled attempt: its manifest if it landed (raises UnsettledUpload while the store
+    cannot say), otherwise its leftovers are removed and None returned."""
+    try:
+        landed = store.head(keys.manifest_key)
+        if landed is not None:
+            return parse_manifest(store.get_bytes(keys.manifest_key), keys.manifest_key)
+    except StoreError as exc:
+        raise UnsettledUpload(exc, keys) from None
+    except ManifestError:
+        # Ours but unreadable (cut short): it never described a complete upload; remove it first
+        # so nobody sees it, then the objects.
+        store.delete_objects([keys.manifest_key])
+    discard_attempt(store, keys)
+    return None
 
 
 def discard_attempt(store: ObjectStore, keys: SegmentKeys) -> None:
