@@ -134,7 +134,7 @@ def open_multipart_uploads(s3) -> list[dict]:
 
 
 def config_text(env, endpoint: str, *, retention: str = "", upload: str = "", daemon: str = "",
-                store: str = "", metrics_port: int | None = None) -> Path:
+                store: str = "", metrics_port: int | None = None, extra: str = "") -> Path:
     """A config for the daemon under test (env's log and state dirs, the given store endpoint)."""
     path = env.root / "tiering.toml"
     listen = f"127.0.0.1:{metrics_port}" if metrics_port else ""
@@ -166,5 +166,6 @@ listen = "{listen}"
 
 [daemon]
 {daemon}
+{extra}
 """)
     return path
