@@ -61,10 +61,17 @@ def read_manifests(store: ObjectStore, listing: Iterable[ObjectInfo]) -> tuple[l
 
 def rebuild_journal(journal: Journal, store: ObjectStore, prefix: str, clock: Clock) -> tuple[int, list[RemoteProblem]]:
     """Import every manifest in the store into a journal that has never seen the store."""
-    manifests, problems = read_manifests(store, store.list_objects(prefix))
+    listing = {info.key: info for info in store.list_objects(prefix)}
+    manifests, problems = read_manifests(store, listing.values())
     seen: dict[SegmentId, str] = {}
     for key, manifest in sorted(manifests, key=lambda item: item[1].created_at_ms):
         sid = segment_id(manifest)
+        mismatch = _unlike_listing(manifest, listing)
+        if mismatch is not None:
+            # Taking it would call the segment remote on the word of a manifest its objects
+            # contradict: it is reported, and the segment (if still local) uploaded afresh.
+            problems.append(RemoteProblem(key, f"manifest does not match the store, ignored: {mismatch}"))
+            continue
         if sid in seen:
             problems.append(RemoteProblem(key, f"second manifest for the segment of {seen[sid]}: ignored"))
             continue
@@ -72,6 +79,16 @@ def rebuild_journal(journal: Journal, store: ObjectStore, prefix: str, clock: Cl
         record_uploaded(journal, manifest, key, clock.now_ms())
     journal.set_meta(STORE_SYNCED, str(clock.now_ms()))
     return len(seen), problems
+
+
+def _unlike_listing(manifest: SegmentManifest, listing: dict[str, ObjectInfo]) -> str | None:
+    for entry in manifest.objects:
+        info = listing.get(entry.key)
+        if info is None:
+            return f"{entry.key} is missing"
+        if info.size != entry.size:
+            return f"{entry.key} is {info.size} bytes, the manifest says {entry.size}"
+    return None
 
 
 def recover_interrupted(journal: Journal, store: ObjectStore, root_of: Callable[[SegmentId], str], clock: Clock) -> list[str]:

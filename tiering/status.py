@@ -153,10 +153,17 @@ def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[O
 
 
 def _highest(group: RemoteSegments, journal: dict[int, SegmentRecord], end_offset_of: EndOffsetLookup) -> int | None:
+    """The end offset of the newest remote segment: from the journal where it knows the
+    manifests listed (it took them only after checking them), otherwise from the newest
+    manifest that can be read."""
     if not group.segments:
         return None
-    base = max(group.segments)
-    record = journal.get(base)
-    if record is not None and record.manifest_key == group.segments[base] and record.end_offset is not None:
-        return record.end_offset
-    return end_offset_of(group.segments[base])
+    known = [r.end_offset for base, r in journal.items()
+             if r.end_offset is not None and r.manifest_key is not None and group.segments.get(base) == r.manifest_key]
+    if known:
+        return max(known)
+    for base in sorted(group.segments, reverse=True):
+        end = end_offset_of(group.segments[base])
+        if end is not None:
+            return end
+    return None

@@ -19,6 +19,7 @@ from pathlib import Path
 import crc32c
 
 from tests.conftest import BUCKET, PREFIX
+from tiering.kafka.checkpoints import TopicPartition
 from tiering.simulate import SimulatedBroker
 
 SegmentKey = tuple[str, int, int]     # topic, partition, base offset
@@ -43,8 +44,7 @@ class Ledger:
         self.broker.roll(topic, partition)
 
     def _active_base(self, topic: str, partition: int) -> int:
-        # the newest .log is the active one (the daemon may have deleted older ones locally)
-        return max(int(p.name[:20]) for p in self.broker.partition_dir(topic, partition).glob("*.log"))
+        return self.broker.logs[TopicPartition(topic, partition)].active.base_offset
 
 
 @dataclass(frozen=True)

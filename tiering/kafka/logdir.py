@@ -209,7 +209,10 @@ def scan_partition(root: Path, path: Path, topic: str, partition: int,
             companions.setdefault(parsed.base_offset, {})[parsed.extension] = Path(entry.path)
     for base in sorted(set(companions) - set(logs)):
         # An index without its .log is what an interrupted deletion (ours or the broker's)
-        # leaves; harmless, but worth a line.
+        # leaves; harmless, but worth a line. Unless the index files are gone too by now: a
+        # deletion that ran while we listed, not a leftover.
+        if not any(os.path.lexists(companion) for companion in companions[base].values()):
+            continue
         anomalies.append(Anomaly(str(path / segment_file_name(base, "log")), "index files without a .log: skipped"))
     bases = sorted(logs)
     segments = []

@@ -39,9 +39,22 @@ def new_uid() -> str:
 
 @dataclass(frozen=True)
 class Candidate:
-    segment: LocalSegment
+    segment: LocalSegment                 # what is read: the pin, when the segment is pinned
     partition: LocalPartition
     broker_id: int | None
+    original: LocalSegment | None = None  # the segment under its name in the log dir
+
+    def in_log_dir(self, text: str) -> str:
+        """`text` with the pin's file names put back to the log dir's, for operators (who
+        look for a bad file where the broker keeps it)."""
+        if self.original is None:
+            return text
+        pinned = {"log": self.segment.log_path, **dict(self.segment.index_paths)}
+        named = {"log": self.original.log_path, **dict(self.original.index_paths)}
+        for kind, path in pinned.items():
+            if kind in named:
+                text = text.replace(str(path), str(named[kind]))
+        return text
 
     @property
     def id(self) -> SegmentId:
@@ -167,7 +180,9 @@ class UploadCoordinator:
                 continue  # known bad and unchanged: reading it again would fail the same way
             self._bad.pop(sid, None)
             if self.pins is not None:
-                candidate = Candidate(self.pins.pin(partition, segment), partition, state.broker_id)
+                pinned = self.pins.pin(partition, segment)
+                if pinned is not segment:
+                    candidate = Candidate(pinned, partition, state.broker_id, original=segment)
             stamp = 0.0 if (key, segment.base_offset) in self.queue else rolled_at(candidate.segment)
             queued.append(Pending(key, segment.base_offset, segment.size, stamp, candidate))
         self.queue.set_partition(key, queued)
@@ -329,14 +344,15 @@ class UploadCoordinator:
         try:
             manifest: SegmentManifest = future.result()
         except BadSegment as exc:
-            self.journal.mark_failed(sid, str(exc), now_ms)
+            reason = candidate.in_log_dir(str(exc))
+            self.journal.mark_failed(sid, reason, now_ms)
             self._bad[sid] = fingerprint(segment.log_path)
             self._unpin(candidate)
-            log.error("segment skipped", reason=str(exc))
+            log.error("segment skipped", reason=reason)
             self._count("bad_segment", segment.size)
             if exc.read_error:
                 self._breaker_failed(pending.partition, now, log)
-            self._failed(SegmentFailure(sid, str(segment.log_path), str(exc)))
+            self._failed(SegmentFailure(sid, str((candidate.original or segment).log_path), reason))
             return
         except StoreError as exc:
             self.journal.mark_failed(sid, str(exc), now_ms)
