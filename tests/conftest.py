@@ -20,7 +20,13 @@ PREFIX = "cluster-a/"
 
 def pytest_addoption(parser):
     parser.addoption("--soak", action="store_true",
-                     help="run the fault suite's long variants (ten times the kills, faults and data)")
+                     help="run the fault suite's long variants (ten times the kills, faults and examples)")
+
+
+def pytest_configure(config):
+    # The fuzz tests size their example counts when their module is imported, after this.
+    if config.getoption("--soak"):
+        os.environ["TIERING_SOAK"] = "1"
 
 
 @pytest.fixture(scope="session")

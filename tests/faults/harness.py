@@ -134,7 +134,7 @@ def open_multipart_uploads(s3) -> list[dict]:
 
 
 def config_text(env, endpoint: str, *, retention: str = "", upload: str = "", daemon: str = "",
-                store: str = "", metrics_port: int | None = None, extra: str = "") -> Path:
+                store: str = "", metrics_port: int | None = None, extra: str = "", concurrency: int = 3) -> Path:
     """A config for the daemon under test (env's log and state dirs, the given store endpoint)."""
     path = env.root / "tiering.toml"
     listen = f"127.0.0.1:{metrics_port}" if metrics_port else ""
@@ -151,7 +151,7 @@ addressing_style = "path"
 {store}
 
 [upload]
-concurrency = 3
+concurrency = {concurrency}
 part_size_bytes = "5MiB"
 {upload}
 

@@ -5,12 +5,10 @@ sound; nothing half-written is visible; once space returns, a restart or a rerun
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest

@@ -77,15 +77,6 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                            max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode())))
-def test_fuzz_manifest_parser_only_raises_manifest_error(data):
-    try:
-        parse_manifest(data, keys().manifest_key)
-    except ManifestError:
-        pass
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["topic", "topic_id", "partition", "base_offset", "end_offset", "size_bytes", "objects",
                         "leader_epochs", "uid", "broker_id", "last_batch_offset"]), json_values)

@@ -10,7 +10,7 @@ also confirmed by a HEAD of its size), so a manifest always describes complete, 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

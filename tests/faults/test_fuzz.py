@@ -1,0 +1,162 @@
+"""Fuzzing every parser that reads what the broker or the store hands us: each may only ever
+raise its own error (which the caller turns into one line and a skip), never anything else,
+and never accept what breaks its promises. A bounded number of examples runs in the suite;
+--soak runs many more."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tiering.kafka.batches import CorruptSegment, scan_segment
+from tiering.kafka.checkpoints import (CheckpointError, parse_leader_epoch_checkpoint, parse_offset_checkpoint,
+                                       parse_partition_metadata)
+from tiering.kafka.indexes import CorruptIndex, check_index
+from tiering.kafka.names import DirKind, is_legal_topic, parse_partition_dir, parse_segment_file
+from tiering.kafka.records import build_batch
+from tiering.store.keys import PartitionPath, parse_key
+from tiering.store.manifest import ManifestError, parse_manifest
+
+pytestmark = pytest.mark.faults
+
+SOAK = os.environ.get("TIERING_SOAK") == "1"
+FUZZ = settings(max_examples=5000 if SOAK else 300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+TOPIC_ID = "4A8VWD3ZTJa4i2ZbnSPb8A"
+KEYS = PartitionPath("cluster-a/", "orders", TOPIC_ID, 3, False).segment(1234, "0123456789abcdef")
+
+
+def valid_segment(base: int = 100, batches: int = 4) -> bytes:
+    out, offset = b"", base
+    for i in range(batches):
+        records = [(1_000 + i, f"k{j}".encode(), b"v" * (20 + j), ()) for j in range(3)]
+        out += build_batch(offset, records, codec=("none", "gzip")[i % 2], leader_epoch=i // 2)
+        offset += 3
+    return out
+
+
+SEGMENT = valid_segment()
+
+
+# -- the batch parser -----------------------------------------------------------------------------
+
+@FUZZ
+@given(st.binary(max_size=400), st.integers(min_value=0, max_value=2**40))
+def test_scan_of_random_bytes_only_ever_raises_corrupt_segment(data, base):
+    try:
+        scan_segment(io.BytesIO(data), len(data), base, None)
+    except CorruptSegment:
+        pass
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(SEGMENT) - 1), st.integers(min_value=0, max_value=7)),
+                min_size=1, max_size=4),
+       st.integers(min_value=0, max_value=len(SEGMENT)))
+def test_bit_flips_and_truncation_of_a_real_segment_are_caught_or_harmless(flips, keep):
+    data = bytearray(SEGMENT)
+    for position, bit in flips:
+        data[position] ^= 1 << bit
+    data = bytes(data[:keep])
+    try:
+        summary = scan_segment(io.BytesIO(data), len(data), 100, 112)
+    except CorruptSegment:
+        return
+    # Accepted: then every byte was accounted for and it is still the segment it says it is
+    # (a flip outside what the CRC covers, in a field the scan checks against the segment).
+    assert summary.size == len(data)
+    if summary.batch_count:
+        assert 100 <= summary.last_offset < 112
+
+
+@FUZZ
+@given(st.integers(min_value=0, max_value=3), st.integers(min_value=-2**31, max_value=2**31 - 1))
+def test_any_batch_length_in_any_batch_is_caught_or_exact(which, length):
+    data = bytearray(SEGMENT)
+    position = 0
+    for _ in range(which):
+        position += 12 + int.from_bytes(data[position + 8:position + 12], "big")
+    data[position + 8:position + 12] = length.to_bytes(4, "big", signed=True)
+    try:
+        summary = scan_segment(io.BytesIO(bytes(data)), len(data), 100, 112)
+    except CorruptSegment:
+        return
+    assert bytes(data) == SEGMENT and summary.size == len(SEGMENT)     # only the true length passes
+
+
+# -- the manifest parser and the key layout -------------------------------------------------------
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+                           max_leaves=20)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode())))
+def test_manifest_parser_only_ever_raises_manifest_error(data):
+    try:
+        parse_manifest(data, KEYS.manifest_key)
+    except ManifestError:
+        pass
+
+
+@FUZZ
+@given(st.text(max_size=120))
+def test_a_manifest_with_any_object_key_keeps_every_key_inside_its_segment(key):
+    doc = {"format_version": 1, "topic": "orders", "topic_id": TOPIC_ID, "partition": 3, "base_offset": 1234,
+           "end_offset": 2000, "last_batch_offset": 1999, "size_bytes": 100, "batch_count": 2, "record_count": 20,
+           "max_timestamp": 5, "leader_epochs": [[0, 1234]], "uid": KEYS.uid, "broker_id": 1, "created_at_ms": 7,
+           "tool_version": "0.1.0",
+           "objects": [{"kind": "log", "key": key, "size": 100, "crc32c": "0badf00d", "etag": "e"}]}
+    try:
+        manifest = parse_manifest(json.dumps(doc).encode(), KEYS.manifest_key)
+    except ManifestError:
+        return
+    assert all(o.key == KEYS.object_key(o.kind) for o in manifest.objects)
+
+
+@FUZZ
+@given(st.text(max_size=160))
+def test_key_parser_never_raises_and_what_it_accepts_is_ours(key):
+    parsed = parse_key(key)
+    if parsed is not None:
+        assert key.startswith(parsed.stem + ".") and ".." not in key.split("/")
+
+
+# -- index files, checkpoints and names -----------------------------------------------------------
+
+@FUZZ
+@given(st.sampled_from(["index", "timeindex", "txnindex"]), st.binary(max_size=300),
+       st.integers(min_value=0, max_value=10_000), st.integers(min_value=0, max_value=2**40),
+       st.integers(min_value=1, max_value=10_000))
+def test_index_check_only_ever_raises_corrupt_index(kind, data, log_size, base, span):
+    try:
+        check_index(kind, data, log_size, base, base + span)
+    except CorruptIndex:
+        pass
+
+
+@FUZZ
+@given(st.text(max_size=300))
+def test_checkpoint_parsers_only_ever_raise_checkpoint_error(text):
+    for parse in (parse_offset_checkpoint, parse_leader_epoch_checkpoint, parse_partition_metadata):
+        try:
+            parse(text)
+        except CheckpointError:
+            pass
+
+
+@FUZZ
+@given(st.text(max_size=80))
+def test_any_directory_or_file_name_is_classified_never_raises(name):
+    parsed = parse_partition_dir(name)
+    if parsed.kind is DirKind.PARTITION:
+        assert is_legal_topic(parsed.topic) and parsed.partition >= 0 and "/" not in parsed.topic
+    segment = parse_segment_file(name)
+    if segment is not None:
+        assert segment.base_offset >= 0 and name.startswith(f"{segment.base_offset:020d}.")
