@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 FAULTS = ("slowdown", "internal_error", "reset_request", "reset_response", "stall")
 _REFUSALS = {
@@ -60,6 +61,8 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.mix = mix or FaultMix()
         self.fatal: str | None = None
+        # (method, path) -> a fault kind for this request, or None to draw as usual
+        self.rule: Callable[[str, str], str | None] = lambda method, path: None
         self._outage_until = 0.0
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()     # by fault kind, plus "requests"
@@ -125,7 +128,7 @@ class FaultProxy:
             while True:
                 head = await client_reader.readuntil(b"\r\n\r\n")
                 method, path, headers = _parse_head(head)
-                kind = self._decide()
+                kind = self.rule(method, path) or self._decide()
                 self.requests.append((method, path, kind))
                 self.counts["requests"] += 1
                 if kind in ("refused", "outage", "slowdown", "internal_error"):

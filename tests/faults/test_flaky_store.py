@@ -160,3 +160,38 @@ def test_refusals_pause_uploads_and_say_what_to_fix_until_the_store_accepts_agai
     fault_report("store refusals", refusals_injected=proxy.counts["refused"],
                  upload_requests_while_refused=refusals, segments=len(ledger.segments), offloaded=len(where.remote),
                  lost=len(where.lost), duplicates_visible=len(where.duplicates))
+
+
+def test_a_manifest_stored_but_never_acknowledged_is_adopted_not_uploaded_twice(env, s3, fault_report):
+    """The worst moment for an answer to be lost: the manifest PUT. The store keeps it, the
+    client hears only resets (on every attempt), and the HEAD that should settle it fails too;
+    the attempt must neither be cleaned up (its segment is visible) nor be followed by a
+    second copy: the next attempt finds the manifest and adopts it."""
+    proxy = proxy_for(env.endpoint)
+    heads = []
+
+    def rule(method: str, path: str) -> str | None:
+        if path.split("?")[0].endswith(".manifest.json"):
+            if method == "PUT":
+                return "reset_response"
+            if method == "HEAD":
+                heads.append(path)
+                # every attempt of botocore's first HEAD fails (it makes 6: the first and 5 retries)
+                return "internal_error" if len(heads) <= 6 else None
+        return None
+    proxy.rule = rule
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, seed=12)
+    broker.create_topic("events", 1)
+    ledger = Ledger(broker)
+    broker.produce("events", 0, 300)
+    ledger.roll("events", 0)
+    config = config_text(env, proxy.endpoint)
+    once = run_cli("run", "--config", str(config), "--once")
+    proxy.close()
+    assert once.returncode == 0, once.stderr
+    where = whereabouts(ledger, env.log_dir, StoreView(s3))
+    assert set(where.remote) == set(ledger.segments)
+    assert not where.duplicates and not where.broken and not where.orphans
+    manifest_puts = sum(1 for method, path, _ in proxy.requests if method == "PUT" and ".manifest.json" in path)
+    fault_report("unacknowledged manifest", manifest_puts_reset=manifest_puts, heads_failed=6,
+                 segments=len(ledger.segments), offloaded=len(where.remote), duplicates_visible=len(where.duplicates))
