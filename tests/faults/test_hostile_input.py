@@ -115,18 +115,22 @@ def test_each_hostile_input_is_one_line_and_skipped_while_every_other_partition_
     bad_segments = {(topic, 0, int(os.path.basename(path)[:20])) for topic, path in damaged.items()}
     good = set(ledger.segments) - bad_segments
 
+    def serve_healthy(failure: str) -> set:
+        """The healthy partitions write and roll once more; wait until all of theirs is remote."""
+        for topic, partition in HEALTHY:
+            broker.produce(topic, partition, 200)
+            ledger.roll(topic, partition)
+        healthy = set(ledger.segments) - bad_segments
+        wait_for(lambda: set(whereabouts(ledger, env.log_dir, view).remote) >= healthy, 60, failure)
+        return healthy
+
     daemon = DaemonProcess(config, tmp_path, port)
     try:
         daemon.wait_ready()
         wait_for(lambda: set(whereabouts(ledger, env.log_dir, view).remote) >= good, 60,
                  "the healthy segments were not all offloaded")
         # The daemon keeps serving: what the healthy partitions write next goes too.
-        for topic, partition in HEALTHY:
-            broker.produce(topic, partition, 200)
-            ledger.roll(topic, partition)
-        good = set(ledger.segments) - bad_segments
-        wait_for(lambda: set(whereabouts(ledger, env.log_dir, view).remote) >= good, 60,
-                 "new healthy segments were not offloaded beside the hostile input")
+        good = serve_healthy("new healthy segments were not offloaded beside the hostile input")
         wait_for(lambda: daemon.metric("tiering_retention_passes_total") >= 3, 30, "retention did not run")
         events = daemon.events()
         assert daemon.stop(signal.SIGTERM)[0] == 0, daemon.stderr()
@@ -182,12 +186,7 @@ def test_each_hostile_input_is_one_line_and_skipped_while_every_other_partition_
     daemon = DaemonProcess(config, tmp_path, port)
     try:
         daemon.wait_ready()
-        for topic, partition in HEALTHY:
-            broker.produce(topic, partition, 200)
-            ledger.roll(topic, partition)
-        good = set(ledger.segments) - bad_segments
-        wait_for(lambda: set(whereabouts(ledger, env.log_dir, view).remote) >= good, 60,
-                 "the daemon stopped serving after reading lying manifests")
+        good = serve_healthy("the daemon stopped serving after reading lying manifests")
         assert daemon.stop(signal.SIGTERM)[0] == 0, daemon.stderr()
         events = daemon.events()
     finally:

@@ -38,6 +38,7 @@ class Inventory:
         self.partitions: dict[Path, LocalPartition] = {}
         self._mtimes: dict[Path, int] = {}
         self._by_tp: dict[TopicPartition, Path] = {}
+        self._anomalies: dict[Path, tuple[Anomaly, ...]] = {}
 
     def log_dir_of(self, path: Path) -> Path | None:
         for root in self.log_dirs:
@@ -74,8 +75,14 @@ class Inventory:
                     continue
                 cached = self.partitions.get(path)
                 if cached is not None and self._mtimes.get(path) == mtime and now - mtime / 1e9 > FRESH_SECONDS:
+                    # unchanged: its anomalies stand (a full scan lists every one, so the
+                    # daemon neither forgets nor repeats them)
+                    problems += self._anomalies.get(path, ())
                     continue
-                partition = scan_partition(root, path, named[0], named[1], problems)
+                found: list[Anomaly] = []
+                partition = scan_partition(root, path, named[0], named[1], found)
+                self._anomalies[path] = tuple(found)
+                problems += found
                 self.partitions[path] = partition
                 self._mtimes[path] = mtime
                 updated.append(partition)
@@ -108,6 +115,7 @@ class Inventory:
             return Changes()  # a duplicate across log dirs; the full scan reports it
         problems: list[Anomaly] = []
         partition = scan_partition(root, path, parsed.topic, parsed.partition, problems)
+        self._anomalies[path] = tuple(problems)
         self.partitions[path] = partition
         self._mtimes[path] = info.st_mtime_ns
         self._by_tp[tp] = path
@@ -125,3 +133,4 @@ class Inventory:
         if partition is not None and self._by_tp.get(partition.tp) == path:
             del self._by_tp[partition.tp]
         self._mtimes.pop(path, None)
+        self._anomalies.pop(path, None)
