@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def journal_rows(state_dir: Path) -> tuple[str, dict[str, int]]:
 def test_a_full_state_dir_stops_the_daemon_with_one_line_and_a_restart_finishes(env, s3, tmp_path, small_fs,
                                                                                 fault_report):
     state = small_fs("state", "4m")
-    env = type(env)(env.root, env.endpoint, env.log_dir, state)
+    env = replace(env, state_dir=state)
     broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, seed=8)
     broker.create_topic("events", 2)
     ledger = Ledger(broker)
@@ -129,7 +130,7 @@ def test_a_full_state_dir_stops_the_daemon_with_one_line_and_a_restart_finishes(
 def test_a_rollback_target_that_fills_up_mid_restore_fails_cleanly_and_a_rerun_finishes(env, s3, tmp_path,
                                                                                       small_fs, fault_report):
     logs = small_fs("kafka-logs", "24m")
-    env = type(env)(env.root, env.endpoint, logs, env.state_dir)
+    env = replace(env, log_dir=logs)
     broker = SimulatedBroker(logs, segment_bytes=1 << 30, seed=9)
     broker.create_topic("orders", 1)
     ledger = Ledger(broker)

@@ -13,13 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.test_batches import segment
+from tests.unit.test_manifest_keys import keys, manifest
 from tiering.kafka.batches import CorruptSegment, scan_segment
 from tiering.kafka.checkpoints import (CheckpointError, parse_leader_epoch_checkpoint, parse_offset_checkpoint,
                                        parse_partition_metadata)
 from tiering.kafka.indexes import CorruptIndex, check_index
 from tiering.kafka.names import DirKind, is_legal_topic, parse_partition_dir, parse_segment_file
-from tiering.kafka.records import build_batch
-from tiering.store.keys import PartitionPath, parse_key
+from tiering.store.keys import parse_key
 from tiering.store.manifest import ManifestError, parse_manifest
 
 pytestmark = pytest.mark.faults
@@ -27,20 +28,8 @@ pytestmark = pytest.mark.faults
 SOAK = os.environ.get("TIERING_SOAK") == "1"
 FUZZ = settings(max_examples=5000 if SOAK else 300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-TOPIC_ID = "4A8VWD3ZTJa4i2ZbnSPb8A"
-KEYS = PartitionPath("cluster-a/", "orders", TOPIC_ID, 3, False).segment(1234, "0123456789abcdef")
-
-
-def valid_segment(base: int = 100, batches: int = 4) -> bytes:
-    out, offset = b"", base
-    for i in range(batches):
-        records = [(1_000 + i, f"k{j}".encode(), b"v" * (20 + j), ()) for j in range(3)]
-        out += build_batch(offset, records, codec=("none", "gzip")[i % 2], leader_epoch=i // 2)
-        offset += 3
-    return out
-
-
-SEGMENT = valid_segment()
+KEYS = keys()
+SEGMENT = segment(4)          # offsets 100..111
 
 
 # -- the batch parser -----------------------------------------------------------------------------
@@ -108,16 +97,26 @@ def test_manifest_parser_only_ever_raises_manifest_error(data):
 @FUZZ
 @given(st.text(max_size=120))
 def test_a_manifest_with_any_object_key_keeps_every_key_inside_its_segment(key):
-    doc = {"format_version": 1, "topic": "orders", "topic_id": TOPIC_ID, "partition": 3, "base_offset": 1234,
-           "end_offset": 2000, "last_batch_offset": 1999, "size_bytes": 100, "batch_count": 2, "record_count": 20,
-           "max_timestamp": 5, "leader_epochs": [[0, 1234]], "uid": KEYS.uid, "broker_id": 1, "created_at_ms": 7,
-           "tool_version": "0.1.0",
-           "objects": [{"kind": "log", "key": key, "size": 100, "crc32c": "0badf00d", "etag": "e"}]}
+    doc = json.loads(manifest().to_json())
+    doc["objects"][0]["key"] = key
     try:
-        manifest = parse_manifest(json.dumps(doc).encode(), KEYS.manifest_key)
+        parsed = parse_manifest(json.dumps(doc).encode(), KEYS.manifest_key)
     except ManifestError:
         return
-    assert all(o.key == KEYS.object_key(o.kind) for o in manifest.objects)
+    assert all(o.key == KEYS.object_key(o.kind) for o in parsed.objects)
+
+
+@FUZZ
+@given(st.sampled_from(["topic", "topic_id", "partition", "base_offset", "end_offset", "size_bytes", "objects",
+                        "leader_epochs", "uid", "broker_id", "last_batch_offset"]), json_values)
+def test_any_single_field_corruption_is_rejected_or_harmless(field, value):
+    doc = json.loads(manifest().to_json())
+    doc[field] = value
+    try:
+        parsed = parse_manifest(json.dumps(doc).encode(), KEYS.manifest_key)
+    except ManifestError:
+        return
+    assert all(o.key.startswith(KEYS.stem + ".") for o in parsed.objects)
 
 
 @FUZZ

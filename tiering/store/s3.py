@@ -146,7 +146,13 @@ class S3Store:
             except (Cancelled, CancelledError):
                 failure = failure or StoreError(ErrorClass.RETRYABLE, "upload", key, "cancelled: shutting down")
             except Exception as exc:  # classified below; anything unknown re-raises there
-                failure = failure or classify(exc, "upload", key)
+                error = classify(exc, "upload", key)
+                if error.error_class is ErrorClass.NOT_FOUND:
+                    # Something of this transfer vanished under it (its multipart upload
+                    # aborted by another process's sweep, say): the attempt failed, and a new
+                    # one can succeed; it is not a refusal.
+                    error = StoreError(ErrorClass.RETRYABLE, "upload", key, error.detail)
+                failure = failure or error
         with self._lock:
             self._futures.difference_update(f for _, f in futures)
         if failure:

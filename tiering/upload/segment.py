@@ -104,13 +104,6 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
         _put_manifest(store, keys, manifest.to_json())
     except UnsettledUpload:
         raise
-    except StoreError as exc:
-        discard_attempt(store, keys)
-        if exc.error_class is ErrorClass.NOT_FOUND:
-            # Something of this attempt vanished under it (its multipart upload aborted by
-            # another process's sweep, say): the attempt failed; a new one can succeed.
-            raise StoreError(ErrorClass.RETRYABLE, exc.operation, exc.key, exc.detail, reason=exc.reason) from None
-        raise
     except BaseException:
         discard_attempt(store, keys)
         raise
