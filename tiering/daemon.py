@@ -186,9 +186,9 @@ class Daemon:
                 next_gauges = now + TICK_SECONDS
             timeout = max(0.0, min(next_reconcile if prepared else next_prepare, now + TICK_SECONDS)
                           - self.clock.monotonic())
-            ready_at = self.coordinator.queue.next_ready_at()
-            if ready_at is not None and ready_at > now:
-                timeout = min(timeout, ready_at - now)
+            start_at = self.coordinator.next_start_at(now) if prepared else None
+            if start_at is not None:
+                timeout = min(timeout, max(0.0, start_at - now))
             self._wake.wait(timeout)
             self._wake.clear()
         return self._shutdown()

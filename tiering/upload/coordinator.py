@@ -267,19 +267,39 @@ class UploadCoordinator:
             self._settle(future)
         return len(done)
 
+    def next_start_at(self, now: float) -> float | None:
+        """The moment `pump` could next start an upload without one finishing first, or None
+        when only a finished upload can change anything (every slot busy, a probe in flight,
+        nothing queued, or no new work accepted). Loops wait for that moment or a completion,
+        never on a zero timeout: with every slot busy and more segments ready, a timeout of
+        "ready now" made the one-shot drain spin on `wait(timeout=0)`, holding the GIL."""
+        if not self.accepting or (self.fatal is not None and self.stop_on_fatal):
+            return None
+        if len(self._in_flight) >= self.config.upload.concurrency:
+            return None
+        next_ready = self.queue.next_ready_at()
+        if next_ready is None:
+            return None
+        at = max(next_ready, self._paused_until)
+        if at > now:
+            return at
+        # Entries are ready but pump left them: their partitions' breakers are open. Wake when
+        # the first one may probe, and at least every second for a retry backoff ending sooner.
+        reopen = [b.open_until for b in self._breakers.values() if b.open_until is not None and b.open_until > now]
+        return min([now + 1.0, *reopen])
+
     def drain(self) -> None:
         """Upload everything queued (one-shot mode): returns when nothing is left to try."""
         while True:
             self.pump()
-            next_ready = self.queue.next_ready_at()
-            stopped = self.fatal is not None and self.stop_on_fatal
+            now = self.clock.monotonic()
+            start_at = self.next_start_at(now)
             if not self._in_flight:
-                if next_ready is None or stopped:
+                if start_at is None:
                     return
-                self.clock.sleep(max(0.0, next_ready - self.clock.monotonic()))
+                self.clock.sleep(max(0.0, start_at - now))
                 continue
-            timeout = None if next_ready is None or stopped else max(0.0, next_ready - self.clock.monotonic())
-            self.settle_done(timeout)
+            self.settle_done(None if start_at is None else max(0.0, start_at - now))
 
     def shutdown(self, grace_seconds: float) -> bool:
         """Take no new work; let uploads in flight finish for `grace_seconds`, then cancel them.
