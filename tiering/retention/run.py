@@ -12,6 +12,10 @@
   A segment leaving the local disk by local retention is checked against the store first:
   manifest present, every object there with the size and ETag the manifest recorded, and the
   manifest describing this very segment (end offset, size).
+- **Only our keys.** A journal row whose manifest key is not this deployment's
+  (`KeyLayout.parse`: a journal rebuilt by an older version from another deployment's keys
+  nested under our prefix, or a prefix or hash_prefix changed since) is left out of planning:
+  never deleted, never counted, one warning per pass.
 
 The runner reads the journal's records but does not write them: it returns what changed
 (segments expired, timestamps learned) for the journal's owner to record.
@@ -36,7 +40,7 @@ from tiering.retention.admin import AdminError, RecordDeleter
 from tiering.retention.inputs import PartitionView, partition_views
 from tiering.retention.plan import Deletion, RetentionPlan, plan_retention
 from tiering.store.errors import StoreError
-from tiering.store.keys import OBJECT_SUFFIXES, parse_key
+from tiering.store.keys import OBJECT_SUFFIXES, KeyLayout
 from tiering.store.manifest import ManifestError, parse_manifest
 from tiering.store.protocol import ObjectStore
 
@@ -64,6 +68,7 @@ class RetentionReport:
 
 @dataclass
 class _Pass:
+    layout: KeyLayout
     deleted: list[Deleted] = field(default_factory=list)
     blocked: list[tuple[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -92,6 +97,16 @@ class RetentionRunner:
 
     def run(self, config: Config, scan: LogDirScan, records: list[SegmentRecord],
             disabled: frozenset[str]) -> RetentionReport:
+        layout = config.store.layout
+        ours, foreign = [], []
+        for record in records:
+            (foreign if record.manifest_key is not None and layout.parse(record.manifest_key) is None else ours).append(record)
+        if foreign:
+            self.log.warning("journal rows name store keys outside this deployment's layout; retention leaves "
+                             "them alone", rows=len(foreign), example=foreign[0].manifest_key, prefix=layout.prefix,
+                             hint="they are another deployment's keys nested under store.prefix, or of an earlier "
+                                  "store.prefix or store.hash_prefix; check those two settings")
+            records = ours
         learned = self._fill_max_timestamps(records)
         if learned:
             updated = dict(learned)
@@ -99,7 +114,7 @@ class RetentionRunner:
         now = self.now_ms()
         views = partition_views(config, scan, records, disabled)
         plans = [(view, plan_retention(view.input, now)) for view in views]
-        work = _Pass()
+        work = _Pass(layout)
         self._delete_remote(plans, work)
         self._delete_local(config, plans, work)
         local_left = {(s.topic, s.partition, s.base_offset) for p in scan.partitions for s in p.segments}
@@ -132,11 +147,11 @@ class RetentionRunner:
                 doomed.append((view, deletion, view.remote[deletion.base_offset]))
         if not doomed:
             return
-        manifests = [record.manifest_key for _, _, record in doomed if record.manifest_key]
-        data = []
+        manifests, data = [], []
         for _, _, record in doomed:
-            parsed = parse_key(record.manifest_key or "")
-            if parsed is not None:
+            parsed = work.layout.parse(record.manifest_key or "")
+            if parsed is not None and parsed.is_manifest:   # run() left out every other row
+                manifests.append(record.manifest_key)
                 data += [f"{parsed.stem}.{suffix}" for suffix in OBJECT_SUFFIXES.values()]
         try:
             self.store.delete_objects(manifests)      # first: the segment stops existing for readers
@@ -205,16 +220,16 @@ class RetentionRunner:
                 if deletion.base_offset not in expired_now:
                     break   # its store copy could not be deleted: keep the local one in step
             else:
-                problem = self._check_remote(view.remote[deletion.base_offset], segment)
+                problem = self._check_remote(view.remote[deletion.base_offset], segment, work.layout)
                 if problem is not None:
                     self._fail(work, f"{segment.log_path}: not deleted: {problem}")
                     break
             ready.append((deletion, segment))
         return ready
 
-    def _check_remote(self, record: SegmentRecord, segment: LocalSegment) -> str | None:
+    def _check_remote(self, record: SegmentRecord, segment: LocalSegment, layout: KeyLayout) -> str | None:
         key = record.manifest_key or ""
-        parsed = parse_key(key)
+        parsed = layout.parse(key)
         if parsed is None:
             return f"the journal names no valid manifest ({key!r})"
         try:
