@@ -15,9 +15,14 @@ import pytest
 
 from tests.conftest import BUCKET, PREFIX, bucket_snapshot, events, run_cli
 from tests.integration.daemon_process import DaemonProcess, wait_for
+from tiering.clock import SystemClock
+from tiering.config import load_config
 from tiering.demo import free_port
+from tiering.journal import Journal
+from tiering.reconcile import rebuild_journal
 from tiering.simulate import SimulatedBroker
-from tiering.store.keys import PartitionPath
+from tiering.store.keys import KeyLayout, PartitionPath
+from tiering.wiring import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -102,6 +107,21 @@ def test_nested_and_sibling_deployments_are_never_adopted_expired_swept_or_count
     outer_untouched()
     own_keys = [k for k in bucket_snapshot(s3, PREFIX) if not k.startswith(NESTED)]
     assert not [k for k in own_keys if k.endswith(".manifest.json")], "A's total retention left a segment of A"
+
+    # A journal an older version rebuilt from the nested deployment's manifests (as if they
+    # were A's): retention leaves those rows alone and says so.
+    store, journal = open_store(load_config(a_config)), Journal(env.root / "a-state")
+    try:
+        adopted, _ = rebuild_journal(journal, store, KeyLayout(NESTED), SystemClock())
+    finally:
+        journal.close()
+        store.close()
+    assert adopted >= 6
+    third = run_cli("run", "--config", str(a_config), "--once")
+    assert third.returncode == 0, third.stderr
+    warned = [e for e in events(third.stdout) if e["event"].startswith("journal rows name store keys outside")]
+    assert len(warned) == 1 and warned[0]["rows"] == adopted and warned[0]["example"].startswith(NESTED)
+    outer_untouched()
 
     # Status and verify speak of A's partitions only.
     status = run_cli("status", "--config", str(a_config), "--json")
