@@ -42,6 +42,7 @@ from tiering.retention.plan import Deletion, RetentionPlan, plan_retention
 from tiering.store.errors import StoreError
 from tiering.store.keys import OBJECT_SUFFIXES, KeyLayout
 from tiering.store.manifest import ManifestError, parse_manifest
+from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
 
@@ -233,7 +234,7 @@ class RetentionRunner:
         if parsed is None:
             return f"the journal names no valid manifest ({key!r})"
         try:
-            listing = {info.key: info for info in self.store.list_objects(parsed.stem + ".")}
+            listing = {info.key: info for _, info in owned_objects(self.store, layout, under=parsed.stem + ".")}
             if key not in listing:
                 return f"its manifest {key} is not in the store"
             manifest = parse_manifest(self.store.get_bytes(key), key)

@@ -4,7 +4,9 @@ A prefix listing returns whatever lies under the prefix, including another deplo
 nested below it (`tiered/team-b/...` under `tiered/`). Every caller that lists the store
 (journal rebuild, sweep, status, verify, cold reads, rollback) takes its keys from here, so
 one rule (`KeyLayout.parse`) decides what is ours, and nothing it rejects is ever adopted,
-deleted or counted.
+deleted or counted. The two places that clean up one upload attempt (a failed attempt, one
+a crash interrupted) list only that attempt's stem and act on its exact keys, which the
+attempt's SegmentKeys name; nothing there is decided by a pattern.
 """
 
 from __future__ import annotations
