@@ -141,3 +141,21 @@ def test_boundaries_we_do_write_are_ours():
     assert KeyLayout("p/").parse(key_of("p/", False, topic="..a", partition=0, base=0)) is not None
     real_id = base64.urlsafe_b64encode(uuid.UUID(int=2**128 - 1).bytes).decode().rstrip("=")
     assert KeyLayout("").parse(key_of("", False, topic_id=real_id)) is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(prefixes, st.booleans(), topics, topic_ids, partitions, suffixes, st.data())
+def test_a_key_one_edit_away_from_ours_is_ours_only_in_the_form_we_write(prefix, hashed, topic, topic_id,
+                                                                         partition, suffix, data):
+    key = key_of(prefix, hashed, topic, topic_id, partition, suffix=suffix)
+    at = data.draw(st.integers(0, len(key)))
+    edit = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+    char = data.draw(st.sampled_from("/-._0a9fA"))
+    edited = {"insert": key[:at] + char + key[at:], "delete": key[:at] + key[at + 1:],
+              "replace": key[:at] + char + key[at + 1:]}[edit]
+    parsed = KeyLayout(prefix, hashed).parse(edited)
+    if parsed is not None:
+        # Still a key we would write, byte for byte, for the parts it names (e.g. a topic
+        # name one character longer); never one with a stray component or a foreign hash.
+        again = PartitionPath(prefix, parsed.topic, parsed.topic_id, parsed.partition, hashed)
+        assert edited == f"{again.segment(parsed.base_offset, parsed.uid).stem}.{parsed.suffix}"
