@@ -59,7 +59,8 @@ def read_manifests(store: ObjectStore, listing: Iterable[tuple[ParsedKey, Object
     return manifests, problems
 
 
-def rebuild_journal(journal: Journal, store: ObjectStore, layout: KeyLayout, clock: Clock) -> tuple[int, list[RemoteProblem]]:
+def rebuild_journal(journal: Journal, store: ObjectStore, layout: KeyLayout,
+                    clock: Clock) -> tuple[int, list[RemoteProblem]]:
     """Import every manifest of ours in the store into a journal that has never seen the store."""
     owned = list(owned_objects(store, layout))
     listing = {info.key: info for _, info in owned}

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 NESTED = f"{PREFIX}team-b/"          # cluster-a/team-b/
 SIBLING = PREFIX.rstrip("/") + "-b/"  # cluster-a-b/
 TOTAL_EXPIRY = "[retention]\nretention_bytes = 1\n"
+QUICK_SWEEP = '\n[daemon]\nstale_multipart_ms = "1s"\norphan_ms = "1s"\nsweep_interval_ms = "1s"\n'
 
 
 def deployment(env, name: str, prefix: str, *, extra: str = "", store: str = "", tail: str = "") -> tuple[Path, Path]:
@@ -82,8 +83,7 @@ def test_nested_and_sibling_deployments_are_never_adopted_expired_swept_or_count
 
     # The outer deployment (prefix written without its slash) keeps 1 byte in total: its
     # total retention expires everything it owns.
-    a_config, a_logs = deployment(env, "a", PREFIX.rstrip("/"), extra=TOTAL_EXPIRY,
-                                  tail='\n[daemon]\nstale_multipart_ms = "1s"\norphan_ms = "1s"\nsweep_interval_ms = "1s"\n')
+    a_config, a_logs = deployment(env, "a", PREFIX.rstrip("/"), extra=TOTAL_EXPIRY, tail=QUICK_SWEEP)
     a_broker = produce(a_logs, seed=23)
     a_ids = set(a_broker.topic_ids.values())
 

@@ -18,8 +18,8 @@ from tiering.errors import TieringError, UsageError
 from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan
 from tiering.store.keys import KeyLayout
-from tiering.store.owned import owned_objects
 from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
 

@@ -101,7 +101,8 @@ class RetentionRunner:
         layout = config.store.layout
         ours, foreign = [], []
         for record in records:
-            (foreign if record.manifest_key is not None and layout.parse(record.manifest_key) is None else ours).append(record)
+            owned = record.manifest_key is None or layout.parse(record.manifest_key) is not None
+            (ours if owned else foreign).append(record)
         if foreign:
             self.log.warning("journal rows name store keys outside this deployment's layout; retention leaves "
                              "them alone", rows=len(foreign), example=foreign[0].manifest_key, prefix=layout.prefix,

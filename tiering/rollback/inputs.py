@@ -12,8 +12,8 @@ from tiering.kafka.names import is_internal_topic
 from tiering.rollback.plan import PartitionPlan, plan_partition
 from tiering.store.errors import ErrorClass, StoreError
 from tiering.store.keys import KeyLayout
-from tiering.store.owned import owned_objects
 from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
 MANIFEST_FETCHERS = 16

@@ -17,7 +17,8 @@ from tiering.store.keys import KeyLayout, ParsedKey
 from tiering.store.protocol import MultipartUpload, ObjectInfo, ObjectStore
 
 
-def owned_objects(store: ObjectStore, layout: KeyLayout, under: str | None = None) -> Iterator[tuple[ParsedKey, ObjectInfo]]:
+def owned_objects(store: ObjectStore, layout: KeyLayout,
+                  under: str | None = None) -> Iterator[tuple[ParsedKey, ObjectInfo]]:
     """Our objects under `under` (default: the whole prefix), with their parsed keys."""
     for info in store.list_objects(layout.prefix if under is None else under):
         parsed = layout.parse(info.key)
@@ -25,7 +26,8 @@ def owned_objects(store: ObjectStore, layout: KeyLayout, under: str | None = Non
             yield parsed, info
 
 
-def owned_uploads(store: ObjectStore, layout: KeyLayout, under: str | None = None) -> Iterator[tuple[ParsedKey, MultipartUpload]]:
+def owned_uploads(store: ObjectStore, layout: KeyLayout,
+                  under: str | None = None) -> Iterator[tuple[ParsedKey, MultipartUpload]]:
     """Our multipart uploads in progress under `under` (default: the whole prefix)."""
     for upload in store.list_multipart_uploads(layout.prefix if under is None else under):
         parsed = layout.parse(upload.key)
