@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from tiering.errors import ConfigError
+from tiering.store.keys import KeyLayout
 from tiering.units import parse_duration_ms, parse_size
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest multipart part (except the last)
@@ -46,6 +47,15 @@ class StoreConfig:
     # the answer, before botocore gives up on the attempt and retries it (a stalled store).
     connect_timeout_ms: int = 10_000
     read_timeout_ms: int = 60_000
+    # Extension of design.md: with an empty prefix our layout root is the bucket's root, and
+    # `run` (whose total retention and sweep delete from the store) refuses to start unless
+    # this says the bucket is this deployment's alone (see tiering.cli.run).
+    allow_whole_bucket: bool = False
+
+    @property
+    def layout(self) -> KeyLayout:
+        """The keys this deployment owns (tiering.store.keys.KeyLayout.parse)."""
+        return KeyLayout(self.prefix, self.hash_prefix)
 
 
 @dataclass(frozen=True)
@@ -203,7 +213,8 @@ class _Reader:
 
     def _store(self, t: Mapping[str, Any]) -> StoreConfig:
         self._unknown("store", t, {"bucket", "prefix", "endpoint_url", "region", "addressing_style",
-                                   "storage_class", "hash_prefix", "connect_timeout_ms", "read_timeout_ms"})
+                                   "storage_class", "hash_prefix", "connect_timeout_ms", "read_timeout_ms",
+                                   "allow_whole_bucket"})
         for secret in ("aws_access_key_id", "aws_secret_access_key", "access_key", "secret_key"):
             if secret in t:
                 self.problems.append(f"store.{secret}: credentials never go in this file; use the "
@@ -229,6 +240,7 @@ class _Reader:
                                               100, parse_duration_ms),
             read_timeout_ms=self._at_least("store", t, "read_timeout_ms", StoreConfig.read_timeout_ms,
                                            100, parse_duration_ms),
+            allow_whole_bucket=self._bool("store", t, "allow_whole_bucket", False),
         )
 
     def _upload(self, t: Mapping[str, Any]) -> UploadConfig:

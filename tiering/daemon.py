@@ -305,7 +305,7 @@ class Daemon:
     def _sweep(self, busy: set[str]) -> None:
         daemon = self.config.daemon
         try:
-            plan = sweep(self.store, self.config.store.prefix, busy, self.wall(),
+            plan = sweep(self.store, self.config.store.layout, busy, self.wall(),
                          daemon.stale_multipart_ms / 1000, daemon.orphan_ms / 1000, self.log)
         except StoreError as exc:
             self.log.warning("sweep of stale uploads and orphans failed; will retry", error=str(exc))

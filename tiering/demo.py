@@ -139,7 +139,7 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
         _show_status(config, say)
 
         say("\n== tiering verify")
-        report = verify_store(store, config.store.prefix, scan_log_dirs(config.kafka.log_dirs))
+        report = verify_store(store, config.store.layout, scan_log_dirs(config.kafka.log_dirs))
         say(f"   {report.manifests} manifests, {report.objects} objects, {report.local_copies} local copies "
             f"checked: {len(report.problems)} problems")
         sample = next(m for m in first.uploaded if m.topic != "orders")   # still local too

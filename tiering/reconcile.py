@@ -1,7 +1,8 @@
 """Bringing the journal in line with the store, which is the source of truth.
 
 - A new (or lost) journal is rebuilt from the manifests in the store, so nothing is uploaded
-  twice.
+  twice: from this deployment's manifests only (tiering.store.owned), never from another's
+  nested under our prefix, which total retention would then delete as ours.
 - A segment the journal says was `uploading` was interrupted (crash, kill -9): if its
   manifest made it, the upload is complete; otherwise its objects and multipart uploads,
   which nobody can see, are removed and the segment is offloaded again under a new id.
@@ -15,8 +16,9 @@ from typing import Callable, Iterable
 from tiering.clock import Clock
 from tiering.journal import Journal, SegmentId, SegmentState
 from tiering.store.errors import ErrorClass, StoreError
-from tiering.store.keys import MANIFEST_SUFFIX, SegmentKeys, parse_key
+from tiering.store.keys import OBJECT_SUFFIXES, KeyLayout, ParsedKey, SegmentKeys
 from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectInfo, ObjectStore
 from tiering.upload.segment import discard_attempt
 
@@ -38,14 +40,12 @@ def record_uploaded(journal: Journal, manifest: SegmentManifest, manifest_key: s
                           manifest.total_bytes, manifest_key, now_ms, manifest.max_timestamp)
 
 
-def read_manifests(store: ObjectStore, listing: Iterable[ObjectInfo]) -> tuple[list[tuple[str, SegmentManifest]], list[RemoteProblem]]:
-    """Every valid manifest in a listing, and one problem line for each that is not."""
+def read_manifests(store: ObjectStore, listing: Iterable[tuple[ParsedKey, ObjectInfo]]
+                   ) -> tuple[list[tuple[str, SegmentManifest]], list[RemoteProblem]]:
+    """Every valid manifest in a listing of our keys, and one problem line for each that is not."""
     manifests, problems = [], []
-    for info in listing:
-        if not info.key.endswith("." + MANIFEST_SUFFIX):
-            continue
-        if parse_key(info.key) is None:
-            problems.append(RemoteProblem(info.key, "manifest under a key we do not write: ignored"))
+    for parsed, info in listing:
+        if not parsed.is_manifest:
             continue
         try:
             manifests.append((info.key, parse_manifest(store.get_bytes(info.key), info.key)))
@@ -59,10 +59,12 @@ def read_manifests(store: ObjectStore, listing: Iterable[ObjectInfo]) -> tuple[l
     return manifests, problems
 
 
-def rebuild_journal(journal: Journal, store: ObjectStore, prefix: str, clock: Clock) -> tuple[int, list[RemoteProblem]]:
-    """Import every manifest in the store into a journal that has never seen the store."""
-    listing = {info.key: info for info in store.list_objects(prefix)}
-    manifests, problems = read_manifests(store, listing.values())
+def rebuild_journal(journal: Journal, store: ObjectStore, layout: KeyLayout,
+                    clock: Clock) -> tuple[int, list[RemoteProblem]]:
+    """Import every manifest of ours in the store into a journal that has never seen the store."""
+    owned = list(owned_objects(store, layout))
+    listing = {info.key: info for _, info in owned}
+    manifests, problems = read_manifests(store, owned)
     seen: dict[SegmentId, str] = {}
     for key, manifest in sorted(manifests, key=lambda item: item[1].created_at_ms):
         sid = segment_id(manifest)
@@ -104,8 +106,10 @@ def recover_interrupted(journal: Journal, store: ObjectStore, root_of: Callable[
             record_uploaded(journal, manifest, keys.manifest_key, clock.now_ms())
             settled.append(f"{keys.stem}: upload had completed")
             continue
+        ours = {keys.object_key(kind) for kind in OBJECT_SUFFIXES}
         for upload in store.list_multipart_uploads(keys.stem + "."):
-            store.abort_multipart_upload(upload.key, upload.upload_id)
+            if upload.key in ours:      # this attempt's keys exactly, nothing that merely starts so
+                store.abort_multipart_upload(upload.key, upload.upload_id)
         discard_attempt(store, keys)
         journal.mark_failed(record.id, "interrupted upload (cleaned up; retried)", clock.now_ms())
         settled.append(f"{keys.stem}: interrupted upload cleaned up")

@@ -11,7 +11,7 @@ from tiering.journal import SegmentRecord, SegmentState
 from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
 from tiering.kafka.logdir import LogDirScan
 from tiering.retention.plan import RetentionPlan
-from tiering.store.keys import parse_key
+from tiering.store.keys import ParsedKey
 from tiering.store.protocol import ObjectInfo
 
 
@@ -75,14 +75,12 @@ class RemoteSegments:
     bytes: int
 
 
-def group_remote(listing: list[ObjectInfo]) -> dict[tuple[str, str, int], RemoteSegments]:
-    """Group a listing by (topic, topic id, partition); only segments with a manifest count."""
+def group_remote(listing: list[tuple[ParsedKey, ObjectInfo]]) -> dict[tuple[str, str, int], RemoteSegments]:
+    """Group a listing of our keys (tiering.store.owned) by (topic, topic id, partition); only
+    segments with a manifest count."""
     by_stem: dict[str, list[ObjectInfo]] = defaultdict(list)
     manifests: dict[str, tuple] = {}
-    for info in listing:
-        parsed = parse_key(info.key)
-        if parsed is None:
-            continue
+    for parsed, info in listing:
         by_stem[parsed.stem].append(info)
         if parsed.is_manifest:
             manifests[parsed.stem] = (parsed, info.key)
@@ -100,7 +98,7 @@ def group_remote(listing: list[ObjectInfo]) -> dict[tuple[str, str, int], Remote
 PlanKey = tuple[str, str, int]    # (topic, topic id or "", partition)
 
 
-def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[ObjectInfo] | None,
+def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[tuple[ParsedKey, ObjectInfo]] | None,
                  topic_filter: TopicFilter, end_offset_of: EndOffsetLookup,
                  plans: dict[PlanKey, RetentionPlan] | None = None,
                  disabled: frozenset[str] = frozenset()) -> list[PartitionStatus]:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from tiering.files import file_crc32c
 from tiering.kafka.logdir import LogDirScan
 from tiering.reconcile import RemoteProblem, read_manifests
-from tiering.store.keys import parse_key
+from tiering.store.keys import KeyLayout
+from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
 
@@ -21,9 +22,12 @@ class VerifyReport:
     orphans: tuple[str, ...]     # our objects without a manifest (interrupted uploads)
 
 
-def verify_store(store: ObjectStore, prefix: str, scan: LogDirScan) -> VerifyReport:
-    listing = {info.key: info for info in store.list_objects(prefix)}
-    manifests, problems = read_manifests(store, listing.values())
+def verify_store(store: ObjectStore, layout: KeyLayout, scan: LogDirScan) -> VerifyReport:
+    """Checks this deployment's keys only: another deployment's under our prefix are not ours
+    to judge (or to list as orphans)."""
+    owned = list(owned_objects(store, layout))
+    listing = {info.key: info for _, info in owned}
+    manifests, problems = read_manifests(store, owned)
     local_dirs = {(p.topic, p.topic_id, p.partition): p for p in scan.partitions}
     described: set[str] = set()
     objects = local_copies = 0
@@ -51,5 +55,5 @@ def verify_store(store: ObjectStore, prefix: str, scan: LogDirScan) -> VerifyRep
                                                   f"differs from the local copy {local} "
                                                   f"(local {checksum[0]} bytes crc {checksum[1]}, "
                                                   f"remote {log_entry.size} bytes crc {log_entry.crc32c})"))
-    orphans = tuple(sorted(k for k in listing if k not in described and parse_key(k) is not None))
+    orphans = tuple(sorted(k for k in listing if k not in described))
     return VerifyReport(len(manifests), objects, local_copies, tuple(problems), orphans)

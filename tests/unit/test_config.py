@@ -209,3 +209,14 @@ def test_read_chunks_are_whole_pages_and_the_pool_holds_two():
     """)
     assert found == ["read.chunk_bytes: must be a multiple of 4096 (4KiB), got 10000",
                      "read.buffer_pool_bytes: must hold at least two chunks (20000), got 12000"]
+
+
+def test_allow_whole_bucket_defaults_off_and_the_layout_follows_prefix_and_hash():
+    config = load(DESIGN_EXAMPLE)
+    assert config.store.allow_whole_bucket is False
+    assert (config.store.layout.prefix, config.store.layout.hash_prefix) == ("cluster-a/", False)
+    allowed = load(DESIGN_EXAMPLE.replace('prefix = "cluster-a/"', 'prefix = "tiered"\nallow_whole_bucket = true\nhash_prefix = true'))
+    assert allowed.store.allow_whole_bucket is True
+    assert (allowed.store.layout.prefix, allowed.store.layout.hash_prefix) == ("tiered/", True)
+    assert problems(DESIGN_EXAMPLE.replace('prefix = "cluster-a/"', 'allow_whole_bucket = "yes"')) == [
+        "store.allow_whole_bucket: must be true or false, got 'yes'"]

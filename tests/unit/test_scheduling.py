@@ -7,6 +7,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tiering.store.keys import KeyLayout
 from tiering.store.protocol import MultipartUpload, ObjectInfo
 from tiering.sweep import plan_sweep
 from tiering.upload.breaker import Breaker, BreakerPolicy
@@ -157,14 +158,18 @@ def test_sweep_plan_removes_only_old_unmanifested_objects_not_in_flight():
         ObjectInfo(key(20, "c" * 16, "log"), 1, "e", now - 10),               # young: maybe in progress
         ObjectInfo(key(30, "d" * 16, "log"), 1, "e", now - 90_000),           # old but in flight
         ObjectInfo("cluster-a/notes/readme.txt", 1, "e", now - 90_000),       # not our layout
+        ObjectInfo("cluster-a/team-b/" + key(60, "9" * 16, "log"), 1, "e", now - 90_000),   # nested deployment
     ]
     uploads = [
         MultipartUpload(key(40, "e" * 16, "log"), "u1", now - 7200),
         MultipartUpload(key(50, "f" * 16, "log"), "u2", now - 60),
         MultipartUpload(key(30, "d" * 16, "log"), "u3", now - 7200),
+        MultipartUpload("cluster-a/team-b/" + key(70, "8" * 16, "log"), "u4", now - 7200),   # nested deployment
     ]
     busy = {f"{ROOT}{30:020d}-{'d' * 16}"}
-    plan = plan_sweep(uploads, objects, busy, now, 3600, 86_400)
+    layout = KeyLayout("cluster-a/")
+    owned = lambda items: [(layout.parse(i.key), i) for i in items if layout.parse(i.key) is not None]  # noqa: E731
+    plan = plan_sweep(owned(uploads), owned(objects), busy, now, 3600, 86_400)
     assert sorted(plan.orphans) == sorted([key(10, "b" * 16, "log"), key(10, "b" * 16, "index")])
     assert [u.upload_id for u in plan.aborts] == ["u1"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from tiering.cli.main import add_config_argument
 from tiering.config import load_config
-from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, TieringError
+from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, ConfigError, TieringError
 from tiering.journal import JournalError
 from tiering.observability.logging import configure_logging
 from tiering.upload.offload_pass import PassReport
@@ -26,6 +26,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    refuse_whole_bucket(args.config, config)
     log = configure_logging(sys.stdout)
     if args.once:
         store = open_store(config)
@@ -36,6 +37,25 @@ def main(args: argparse.Namespace) -> int:
             offloader.journal.close()
             store.close()
     return _daemon(args.config, config, log)
+
+
+def refuse_whole_bucket(config_path: str, config: Any) -> None:
+    """`run` deletes from the store (total retention, the daemon's sweep of orphans and stale
+    multipart uploads); with an empty prefix our layout root is the bucket's root, and every
+    other writer that happens to use our key layout there is in reach.
+
+    Refused at start (exit 2, nothing done yet) rather than run with remote deletion turned
+    off: a daemon that uploads but silently keeps data past the total retention the operator
+    set breaks that contract (cost, compliance) with nothing louder than a warning, while a
+    refused start is seen at once and fixed by one line. The read-only commands (status,
+    verify, cat) and rollback, which deletes only keys it computed for one partition, still
+    work with an empty prefix.
+    """
+    if config.store.prefix == "" and not config.store.allow_whole_bucket:
+        raise ConfigError(config_path, [
+            f"store.prefix is empty, so total retention and the sweep would delete anywhere in bucket "
+            f"{config.store.bucket!r}; set store.prefix (e.g. \"cluster-a/\"), or set "
+            "store.allow_whole_bucket = true if nothing else writes to that bucket"])
 
 
 def _daemon(config_path: str, config: Any, log: Any) -> int:

@@ -21,6 +21,7 @@ from tiering.retention.plan import plan_retention
 from tiering.status import PartitionStatus, build_status
 from tiering.store.errors import StoreError
 from tiering.store.manifest import ManifestError, parse_manifest
+from tiering.store.owned import owned_objects
 from tiering.units import format_bytes
 from tiering.wiring import open_store
 
@@ -65,7 +66,7 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
     store = open_store(config)
     listing, store_error = None, None
     try:
-        listing = list(store.list_objects(config.store.prefix))
+        listing = list(owned_objects(store, config.store.layout))
     except StoreError as exc:
         store_error = str(exc)
 

@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = open_store(config)
     try:
-        report = verify_store(store, config.store.prefix, scan_log_dirs(config.kafka.log_dirs))
+        report = verify_store(store, config.store.layout, scan_log_dirs(config.kafka.log_dirs))
     finally:
         store.close()
     for problem in report.problems:

@@ -17,8 +17,9 @@ from typing import Callable, Iterable
 from tiering.errors import TieringError, UsageError
 from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan
-from tiering.store.keys import PartitionPath, parse_key
+from tiering.store.keys import KeyLayout
 from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
 
@@ -100,12 +101,12 @@ class Catalog:
             where = ", ".join(str(s.path) for s in self.scan.log_dirs) or "no log dirs"
             raise UnknownPartition(f"unknown topic or partition {topic}-{partition}: not in the log dirs "
                                    f"({where}) and not in the journal; check the name with 'tiering status'")
-        root = PartitionPath(self.prefix, topic, topic_id, partition, self.hash_prefix).root
+        layout = KeyLayout(self.prefix, self.hash_prefix)
+        root = layout.partition(topic, topic_id, partition).root
         first_local = local.segments[0].base_offset if local and local.segments else None
         remote: dict[int, str] = {}
-        for info in self.store.list_objects(root):
-            parsed = parse_key(info.key)
-            if parsed is None or not parsed.is_manifest or parsed.root != root:
+        for parsed, info in owned_objects(self.store, layout, under=root):
+            if not parsed.is_manifest or parsed.root != root:
                 continue
             if first_local is not None and parsed.base_offset >= first_local:
                 continue  # the local copy is read instead

@@ -12,6 +12,10 @@
   A segment leaving the local disk by local retention is checked against the store first:
   manifest present, every object there with the size and ETag the manifest recorded, and the
   manifest describing this very segment (end offset, size).
+- **Only our keys.** A journal row whose manifest key is not this deployment's
+  (`KeyLayout.parse`: a journal rebuilt by an older version from another deployment's keys
+  nested under our prefix, or a prefix or hash_prefix changed since) is left out of planning:
+  never deleted, never counted, one warning per pass.
 
 The runner reads the journal's records but does not write them: it returns what changed
 (segments expired, timestamps learned) for the journal's owner to record.
@@ -36,8 +40,9 @@ from tiering.retention.admin import AdminError, RecordDeleter
 from tiering.retention.inputs import PartitionView, partition_views
 from tiering.retention.plan import Deletion, RetentionPlan, plan_retention
 from tiering.store.errors import StoreError
-from tiering.store.keys import OBJECT_SUFFIXES, parse_key
+from tiering.store.keys import OBJECT_SUFFIXES, KeyLayout
 from tiering.store.manifest import ManifestError, parse_manifest
+from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
 
@@ -64,6 +69,7 @@ class RetentionReport:
 
 @dataclass
 class _Pass:
+    layout: KeyLayout
     deleted: list[Deleted] = field(default_factory=list)
     blocked: list[tuple[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -92,6 +98,17 @@ class RetentionRunner:
 
     def run(self, config: Config, scan: LogDirScan, records: list[SegmentRecord],
             disabled: frozenset[str]) -> RetentionReport:
+        layout = config.store.layout
+        ours, foreign = [], []
+        for record in records:
+            owned = record.manifest_key is None or layout.parse(record.manifest_key) is not None
+            (ours if owned else foreign).append(record)
+        if foreign:
+            self.log.warning("journal rows name store keys outside this deployment's layout; retention leaves "
+                             "them alone", rows=len(foreign), example=foreign[0].manifest_key, prefix=layout.prefix,
+                             hint="they are another deployment's keys nested under store.prefix, or of an earlier "
+                                  "store.prefix or store.hash_prefix; check those two settings")
+            records = ours
         learned = self._fill_max_timestamps(records)
         if learned:
             updated = dict(learned)
@@ -99,7 +116,7 @@ class RetentionRunner:
         now = self.now_ms()
         views = partition_views(config, scan, records, disabled)
         plans = [(view, plan_retention(view.input, now)) for view in views]
-        work = _Pass()
+        work = _Pass(layout)
         self._delete_remote(plans, work)
         self._delete_local(config, plans, work)
         local_left = {(s.topic, s.partition, s.base_offset) for p in scan.partitions for s in p.segments}
@@ -132,11 +149,11 @@ class RetentionRunner:
                 doomed.append((view, deletion, view.remote[deletion.base_offset]))
         if not doomed:
             return
-        manifests = [record.manifest_key for _, _, record in doomed if record.manifest_key]
-        data = []
+        manifests, data = [], []
         for _, _, record in doomed:
-            parsed = parse_key(record.manifest_key or "")
-            if parsed is not None:
+            parsed = work.layout.parse(record.manifest_key or "")
+            if parsed is not None and parsed.is_manifest:   # run() left out every other row
+                manifests.append(record.manifest_key)
                 data += [f"{parsed.stem}.{suffix}" for suffix in OBJECT_SUFFIXES.values()]
         try:
             self.store.delete_objects(manifests)      # first: the segment stops existing for readers
@@ -205,20 +222,20 @@ class RetentionRunner:
                 if deletion.base_offset not in expired_now:
                     break   # its store copy could not be deleted: keep the local one in step
             else:
-                problem = self._check_remote(view.remote[deletion.base_offset], segment)
+                problem = self._check_remote(view.remote[deletion.base_offset], segment, work.layout)
                 if problem is not None:
                     self._fail(work, f"{segment.log_path}: not deleted: {problem}")
                     break
             ready.append((deletion, segment))
         return ready
 
-    def _check_remote(self, record: SegmentRecord, segment: LocalSegment) -> str | None:
+    def _check_remote(self, record: SegmentRecord, segment: LocalSegment, layout: KeyLayout) -> str | None:
         key = record.manifest_key or ""
-        parsed = parse_key(key)
+        parsed = layout.parse(key)
         if parsed is None:
             return f"the journal names no valid manifest ({key!r})"
         try:
-            listing = {info.key: info for info in self.store.list_objects(parsed.stem + ".")}
+            listing = {info.key: info for _, info in owned_objects(self.store, layout, under=parsed.stem + ".")}
             if key not in listing:
                 return f"its manifest {key} is not in the store"
             manifest = parse_manifest(self.store.get_bytes(key), key)

@@ -11,8 +11,9 @@ from tiering.kafka.logdir import LocalPartition, LogDirScan
 from tiering.kafka.names import is_internal_topic
 from tiering.rollback.plan import PartitionPlan, plan_partition
 from tiering.store.errors import ErrorClass, StoreError
-from tiering.store.keys import PartitionPath, parse_key
+from tiering.store.keys import KeyLayout
 from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
 MANIFEST_FETCHERS = 16
@@ -56,12 +57,10 @@ def gather_plans(store: ObjectStore, scan: LogDirScan, partitions: list[LocalPar
             if local.topic_id is None:
                 plans.append(plan_partition(local, (), (), log_start))
                 continue
-            root = PartitionPath(prefix, local.topic, local.topic_id, local.partition, hash_prefix).root
-            keys = []
-            for info in store.list_objects(root):
-                parsed = parse_key(info.key)
-                if parsed is not None and parsed.is_manifest and parsed.root == root:
-                    keys.append(info.key)
+            layout = KeyLayout(prefix, hash_prefix)
+            root = layout.partition(local.topic, local.topic_id, local.partition).root
+            keys = [info.key for parsed, info in owned_objects(store, layout, under=root)
+                    if parsed.is_manifest and parsed.root == root]
             fetched = list(pool.map(lambda key: (key, _get(store, key)), keys))
             manifests: list[SegmentManifest] = []
             invalid: list[tuple[str, str]] = []

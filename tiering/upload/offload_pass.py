@@ -50,7 +50,7 @@ def prepare_journal(config: Config, store: ObjectStore, journal: Journal, clock:
     and settle uploads a crash interrupted (aborting their multipart uploads at once)."""
     problems: list[RemoteProblem] = []
     if journal.get_meta(STORE_SYNCED) is None:
-        count, problems = rebuild_journal(journal, store, config.store.prefix, clock)
+        count, problems = rebuild_journal(journal, store, config.store.layout, clock)
         log.info("journal rebuilt from the store", manifests=count, problems=len(problems))
 
     def root_of(segment: SegmentId) -> str:

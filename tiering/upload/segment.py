@@ -23,7 +23,7 @@ from tiering.kafka.checkpoints import (CheckpointError, format_leader_epoch_chec
 from tiering.kafka.indexes import CorruptIndex, check_index
 from tiering.kafka.logdir import LocalPartition, LocalSegment
 from tiering.store.errors import ErrorClass, StoreError
-from tiering.store.keys import PartitionPath, SegmentKeys
+from tiering.store.keys import OBJECT_SUFFIXES, PartitionPath, SegmentKeys
 from tiering.store.manifest import FORMAT_VERSION, ManifestError, ObjectEntry, SegmentManifest, parse_manifest
 from tiering.store.protocol import ObjectStore
 
@@ -152,8 +152,8 @@ def discard_attempt(store: ObjectStore, keys: SegmentKeys) -> None:
     Whatever this misses (the store is down) is an orphan the cleanup finds later.
     """
     try:
-        leftovers = [info.key for info in store.list_objects(keys.stem + ".")
-                     if not info.key.endswith(".manifest.json")]
+        ours = {keys.object_key(kind) for kind in OBJECT_SUFFIXES}   # this attempt's keys exactly
+        leftovers = [info.key for info in store.list_objects(keys.stem + ".") if info.key in ours]
         if leftovers:
             store.delete_objects(leftovers)
     except StoreError:
