@@ -197,6 +197,8 @@ def replace_file(path: Path, data: bytes, *, follow_dir: bool = False) -> None:
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, "was created again while we replaced it (another process writes "
                                                 "this directory)", str(path.parent / tmp)) from None
+        except IsADirectoryError:
+            raise IsADirectoryError(errno.EISDIR, "is a directory (remove it)", str(path.parent / tmp)) from None
         try:
             give_to_owner(fd, owner)
             os.fchmod(fd, mode)

@@ -20,7 +20,7 @@ from pathlib import Path
 import crc32c
 import pytest
 
-from tests.conftest import BUCKET, PREFIX, bucket_snapshot, run_cli
+from tests.conftest import BUCKET, bucket_snapshot, run_cli
 from tests.integration.test_offload import remote_manifests
 from tests.integration.test_rollback import OFFLOAD_ALL, build, offload, orders_files, orders_remote
 from tiering.config import load_config
@@ -32,7 +32,8 @@ from tiering.wiring import open_store
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 BROKER_USER = "tiering-broker"
-SECRET = b"root:$6$planted-secret-line$only-root-may-read-this:20000:0:99999:7:::\n"
+SECRET = (b"root:$6$planted-secret-line$only-root-may-read-this:20000:0:99999:7:::\n"
+          b"daemon:*:20000:0:99999:7:::\n")
 KINDS = ("log", "index", "timeindex", "txnindex", "snapshot")
 
 

@@ -75,7 +75,7 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
 
     `previous`: an earlier attempt whose manifest may have landed (UnsettledUpload); when it
     did, that upload is the result and nothing is uploaded again."""
-    segment, keys = target.segment, target.keys
+    segment = target.segment
     assert segment.next_offset is not None, "the active segment is never offloaded"
     if previous is not None:
         adopted = settle_previous(store, previous)
