@@ -8,6 +8,7 @@ from typing import NoReturn, Sequence
 
 from tiering import __version__
 from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, TieringError
+from tiering.files import NotRegularFile
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except TieringError as exc:
         print(f"tiering: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except NotRegularFile as exc:
+        # a link or FIFO where a broker file should be (cat of a swapped segment, say): named, never read
+        print(f"tiering: {exc}; move it aside or wait for the broker to replace it", file=sys.stderr)
+        code = EXIT_FAILED
     except KeyboardInterrupt:
         print("tiering: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED

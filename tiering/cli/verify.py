@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from tiering.cli.main import add_config_argument
+from tiering.cli.printable import escaped
 from tiering.config import load_config
 from tiering.errors import EXIT_FAILED, EXIT_OK
 from tiering.kafka.logdir import scan_log_dirs
@@ -27,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         store.close()
     for problem in report.problems:
-        print(f"{problem.key}: {problem.reason}")
+        print(escaped(f"{problem.key}: {problem.reason}"))   # keys and reasons come from the store
     print(f"verified {report.manifests} manifests, {report.objects} objects, {report.local_copies} local copies: "
           f"{len(report.problems)} problem(s), {len(report.orphans)} orphaned object(s) without a manifest")
     if report.problems:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file does not have the documented format."""
+    """A checkpoint file does not have the documented format. The message says where and what
+    is wrong, never what the file holds: a checkpoint may be any file the broker's user could
+    put there, and what we print reaches logs and terminals."""
 
 
 @dataclass(frozen=True)
@@ -25,16 +27,16 @@ def parse_offset_checkpoint(text: str) -> dict[TopicPartition, int]:
     if len(lines) < 2:
         raise CheckpointError("expected a version line and an entry count")
     if lines[0] != "0":
-        raise CheckpointError(f"unsupported version {lines[0]!r} (expected 0)")
+        raise CheckpointError("unsupported version on the first line (expected 0)")
     count = _int(lines[1], "entry count")
     entries = lines[2:]
     if len(entries) != count:
         raise CheckpointError(f"header says {count} entries, found {len(entries)}")
     result: dict[TopicPartition, int] = {}
-    for line in entries:
+    for number, line in enumerate(entries, 1):
         parts = line.split()
         if len(parts) != 3:
-            raise CheckpointError(f"malformed entry {line!r} (expected 'topic partition offset')")
+            raise CheckpointError(f"malformed entry {number} (expected 'topic partition offset')")
         result[TopicPartition(parts[0], _int(parts[1], "partition"))] = _int(parts[2], "offset")
     return result
 
@@ -75,10 +77,10 @@ def parse_leader_epoch_checkpoint(text: str) -> tuple[EpochEntry, ...]:
     if len(lines) - 2 != count:
         raise CheckpointError(f"header says {count} entries, found {len(lines) - 2}")
     entries = []
-    for line in lines[2:]:
+    for number, line in enumerate(lines[2:], 1):
         parts = line.split()
         if len(parts) != 2:
-            raise CheckpointError(f"malformed entry {line!r} (expected 'epoch startOffset')")
+            raise CheckpointError(f"malformed entry {number} (expected 'epoch startOffset')")
         entries.append(EpochEntry(_int(parts[0], "epoch"), _int(parts[1], "start offset")))
     return tuple(entries)
 
@@ -95,10 +97,10 @@ def parse_partition_metadata(text: str) -> str:
         if sep:
             fields[key.strip()] = value.strip()
     if fields.get("version") != "0":
-        raise CheckpointError(f"unsupported partition.metadata version {fields.get('version')!r}")
+        raise CheckpointError("unsupported partition.metadata version (expected 'version: 0')")
     topic_id = fields.get("topic_id", "")
     if not topic_id or not all(c.isalnum() or c in "-_" for c in topic_id):
-        raise CheckpointError(f"malformed topic_id {topic_id!r}")
+        raise CheckpointError("malformed topic_id (expected base64 of a UUID)")
     return topic_id
 
 
@@ -125,4 +127,4 @@ def _int(text: str, what: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise CheckpointError(f"{what} {text!r} is not a number") from None
+        raise CheckpointError(f"{what} is not a number") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ LOCK_FILE = ".lock"
 # padded to 32 bytes. Python's fcntl module has lockf() but no F_GETLK wrapper, and F_GETLK is
 # the only test that works on a descriptor opened read-only and names the holder's pid.
 _FLOCK = "hhqqi4x"
+# `.lock` is in a directory the broker's user writes: never followed if it is a link, and a
+# FIFO there cannot block the open (a `.lock` that is not a regular file counts as held).
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,15 @@ def probe_lock(log_dir: Path) -> LockState:
     """Test (never take) the broker's lock; works with read access only."""
     path = Path(log_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
     except FileNotFoundError:
         return LockState(False, f"no {LOCK_FILE} (no broker has started on this log dir)")
     except OSError as exc:
         return LockState(True, f"cannot open {path} to test the broker's lock ({exc.strerror}); "
                                "treated as held")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return LockState(True, f"{path} is not a regular file; treated as held")
     try:
         answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
         lock_type, _, _, _, pid = struct.unpack(_FLOCK, answer)
@@ -69,7 +76,7 @@ def broker_stopped(log_dir: Path) -> Iterator[None]:
     """
     path = Path(log_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | _OPEN_FLAGS)
     except FileNotFoundError:
         yield
         return
@@ -82,6 +89,8 @@ def broker_stopped(log_dir: Path) -> Iterator[None]:
         yield
         return
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BrokerRunning(Path(log_dir), LockState(True, f"{path} is not a regular file; treated as held"))
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -2,7 +2,10 @@
 
 Reads directory listings and the small checkpoint files only (never segment contents), so a
 scan is cheap enough to run on every reconcile. Symlinks inside a log dir are never
-followed: a partition dir or segment file that is a link is reported and skipped.
+followed: a partition dir or segment file that is a link is reported and skipped, and the
+checkpoints, partition.metadata and meta.properties are read only when they are regular files
+(opened O_NOFOLLOW and non-blocking, tiering.files): a link, FIFO or device there is reported,
+never read, and what is reported never quotes the file's content.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from tiering.kafka.checkpoints import (CheckpointError, TopicPartition, broker_id_from_meta,
                                        parse_offset_checkpoint, parse_partition_metadata,
                                        parse_properties)
+from tiering.files import file_kind, read_regular_text
 from tiering.kafka.names import (PARTITION_FILES, DirKind, is_transient_file, parse_partition_dir,
                                  parse_segment_file, segment_file_name)
 
@@ -130,9 +134,11 @@ def read_log_dir_state(root: Path, anomalies: list[Anomaly]) -> LogDirState:
     compacted = frozenset(_checkpoint(root / CLEANER_FILE, anomalies))
     broker_id = None
     try:
-        broker_id = broker_id_from_meta(parse_properties((root / "meta.properties").read_text()))
-    except (OSError, UnicodeDecodeError):
+        broker_id = broker_id_from_meta(parse_properties(read_regular_text(root / "meta.properties")))
+    except FileNotFoundError:
         pass
+    except (OSError, UnicodeDecodeError) as exc:
+        anomalies.append(Anomaly(str(root / "meta.properties"), f"unreadable: {_why(exc)}"))
     return LogDirState(root, high_watermarks, compacted, log_starts, broker_id)
 
 
@@ -195,8 +201,15 @@ def scan_partition(root: Path, path: Path, topic: str, partition: int,
             anomalies.append(Anomaly(entry.path, "symbolic link inside the log dir: not followed"))
             continue
         parsed = parse_segment_file(name)
-        if parsed is None or not entry.is_file(follow_symlinks=False):
+        if parsed is None:
             anomalies.append(Anomaly(entry.path, "skipped: not a well-formed segment file name"))
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            try:
+                kind = file_kind(entry.stat(follow_symlinks=False).st_mode)
+            except OSError:
+                continue   # gone since the listing
+            anomalies.append(Anomaly(entry.path, f"{kind}, not a regular file: skipped, never read"))
             continue
         if parsed.extension == "log":
             try:
@@ -226,19 +239,28 @@ def scan_partition(root: Path, path: Path, topic: str, partition: int,
         ))
     topic_id, problem = None, None
     try:
-        topic_id = parse_partition_metadata((path / "partition.metadata").read_text())
+        topic_id = parse_partition_metadata(read_regular_text(path / "partition.metadata"))
     except FileNotFoundError:
         problem = "partition.metadata is missing, so the topic id is unknown"
     except (OSError, UnicodeDecodeError, CheckpointError) as exc:
-        problem = f"partition.metadata is unreadable: {exc}"
+        problem = f"partition.metadata is unreadable: {_why(exc)}"
     return LocalPartition(root, topic, partition, path, topic_id, problem, tuple(segments))
 
 
 def _checkpoint(path: Path, anomalies: list[Anomaly]) -> dict[TopicPartition, int]:
     try:
-        return parse_offset_checkpoint(path.read_text())
+        return parse_offset_checkpoint(read_regular_text(path))
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError, CheckpointError) as exc:
-        anomalies.append(Anomaly(str(path), f"unreadable checkpoint: {exc}"))
+        anomalies.append(Anomaly(str(path), f"unreadable checkpoint: {_why(exc)}"))
         return {}
+
+
+def _why(exc: Exception) -> str:
+    """What is wrong with a small broker file, without quoting it."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return str(exc)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from tiering.read.pool import BufferPool, ChunkHandle
 from tiering.read.prefetch import PrefetchWindow
+from tiering.files import open_regular
 from tiering.read.sources import ChunkSource, ShortRead
 
 
@@ -110,7 +111,7 @@ class HotFile:
     """The active segment: the broker's hot tail, read plainly (it is in the page cache)."""
 
     def __init__(self, path: os.PathLike | str):
-        self._fd = os.open(path, os.O_RDONLY)
+        self._fd = open_regular(path)   # never through a link, never a FIFO
         self.size = os.fstat(self._fd).st_size
 
     def read(self, position: int, length: int) -> bytes:

@@ -22,6 +22,7 @@ from typing import Iterator
 import crc32c
 
 from tiering.errors import TieringError
+from tiering.files import read_regular
 from tiering.kafka.batches import CRC_START, CURRENT_MAGIC, HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header
 from tiering.kafka.codecs import CodecError
 from tiering.kafka.logdir import LocalSegment
@@ -338,7 +339,7 @@ def _read_quietly(path: Path | None) -> bytes:
     if path is None:
         return b""
     try:
-        return Path(path).read_bytes()
+        return read_regular(path)     # never through a link, never a FIFO
     except FileNotFoundError:
         return b""
 

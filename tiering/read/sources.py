@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Hashable, Protocol
 
+from tiering.files import open_regular
 from tiering.read import pagecache
 from tiering.read.pool import Loader
 from tiering.store.protocol import ObjectStore
@@ -67,7 +68,7 @@ class ColdFile:
 
     def __init__(self, path: Path, method: str | None = None):
         self.path = path
-        self._fd: int | None = os.open(path, os.O_RDONLY)
+        self._fd: int | None = open_regular(path)   # never through a link, never a FIFO
         # No readahead on our descriptor: pages the kernel read ahead of one chunk would be
         # resident when the next chunk looks, and would be kept as if someone else's.
         os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
@@ -81,11 +82,18 @@ class ColdFile:
 
     def _open_direct(self) -> None:
         try:
-            self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+            # By name again (O_DIRECT is a property of the open), so checked to be the same file.
+            self._direct_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ELOOP):
                 raise
             self.method = FADVISE  # tmpfs before 6.6, some FUSE and network file systems
+            return
+        assert self._fd is not None
+        if not os.path.samestat(os.fstat(self._direct_fd), os.fstat(self._fd)):
+            os.close(self._direct_fd)
+            self._direct_fd = None
+            self.method = FADVISE   # replaced since the first open: read what was opened first
 
     def chunk_key(self, index: int) -> Hashable:
         return ("file", *self._identity, index)

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from tiering.errors import TieringError
-from tiering.files import (LOCAL_DISK_ERRNOS, drop_cached_pages, file_crc32c, fsync_dir, give_to_owner,
-                           replace_file)
+from tiering.files import (LOCAL_DISK_ERRNOS, NotRegularFile, create_fresh, drop_cached_pages_fd, fd_crc32c,
+                           file_crc32c, file_kind, give_to_owner, open_dir, read_regular_text, replace_file,
+                           same_file, unlink_name)
+from tiering.kafka.batches import CorruptSegment, scan_segment
 from tiering.kafka.checkpoints import (CheckpointError, EpochEntry, TopicPartition, format_leader_epoch_checkpoint,
                                        parse_leader_epoch_checkpoint, parse_offset_checkpoint,
                                        rewrite_offset_checkpoint)
@@ -74,12 +77,16 @@ class PartitionRestorer:
         """Restore what the plan says, newest first, until done, a failure, or a stop."""
         result = PartitionResult(plan)
         log = self.log.bind(topic=plan.topic, partition=plan.partition)
+        directory: int | None = None
         try:
-            remove_temporary_files(plan.path)
+            # Every name below is opened relative to this descriptor: the partition dir is the
+            # broker's user's to change, so neither it nor anything in it is ever followed.
+            directory = open_dir(plan.path)
+            remove_temporary_files(directory, plan.path)
             for segment in plan.restore:
                 if self.stop.is_set():
                     raise _Stopped()
-                self._segment(plan.path, segment, result)
+                self._segment(directory, plan.path, segment, result)
                 result.restored.append(segment.manifest)
                 self.progress.segment_done()
                 log.info("segment restored", base_offset=segment.base_offset, end_offset=segment.manifest.end_offset,
@@ -90,7 +97,10 @@ class PartitionRestorer:
             result.failure = f"{plan.name}: {exc}"
         except OSError as exc:
             where = exc.filename or plan.path
-            if exc.errno in LOCAL_DISK_ERRNOS:
+            if isinstance(exc, (NotRegularFile, NotADirectoryError, IsADirectoryError, FileExistsError)):
+                result.failure = (f"{plan.name}: {where} {exc.strerror}; refusing to write there (move it aside, "
+                                  "make sure nothing else writes the partition dir, and rerun)")
+            elif exc.errno in LOCAL_DISK_ERRNOS:
                 result.disk_full = True
                 self.stop.set()
                 result.failure = (f"{plan.name}: cannot write {where} ({exc.strerror}); free space on the log dir's "
@@ -98,31 +108,43 @@ class PartitionRestorer:
                                   "is visible)")
             else:
                 result.failure = f"{plan.name}: {where}: {exc.strerror}"
+        finally:
+            if directory is not None:
+                os.close(directory)
         return result
 
-    def _segment(self, directory: Path, segment: SegmentRestore, result: PartitionResult) -> None:
-        pending: list[tuple[Path, Path, RestoreFile]] = []
+    def _segment(self, directory: int, path: Path, segment: SegmentRestore, result: PartitionResult) -> None:
+        pending: list[_Temporary] = []
         try:
             for file in segment.files:
-                final = directory / file.name
-                if final.parent != directory:   # names are built from integers; never let one escape
-                    raise _Failed(f"refusing to write {final}: outside {directory}")
-                if _in_place(final, file):
+                if "/" in file.name or file.name in (".", ".."):   # built from integers; never let one escape
+                    raise _Failed(f"refusing to write {path / file.name}: outside {path}")
+                if _in_place(directory, path, file):
                     result.files_kept += 1
                     self.progress.add(file.entry.size)
                     continue
-                temporary = directory / (file.name + TEMP_SUFFIX)
-                self._download(file, temporary, segment.base_offset)
+                temporary = _Temporary(file.name + TEMP_SUFFIX, file, None)
+                pending.append(temporary)
+                self._download(directory, path, temporary, segment)
                 result.bytes_written += file.entry.size
-                pending.append((temporary, final, file))
-            _install(directory, pending, segment.manifest)
+            _install(directory, path, pending, segment.manifest)
+            for temporary in pending:
+                temporary.close()
             pending.clear()
         finally:
-            for temporary, _, _ in pending:
-                _remove(temporary)
+            for temporary in pending:
+                temporary.discard(directory)
 
-    def _download(self, file: RestoreFile, temporary: Path, base_offset: int) -> None:
-        entry = file.entry
+    def _download(self, directory: int, path: Path, temporary: _Temporary, segment: SegmentRestore) -> None:
+        entry = temporary.file.entry
+        shown = path / temporary.name
+        try:
+            fd = create_fresh(directory, temporary.name)
+        except FileExistsError:
+            raise _Failed(f"{shown} was created again while we created it: another process writes {path}; "
+                          "stop it and rerun") from None
+        temporary.target = os.fdopen(fd, "w+b")
+        give_to_owner(fd, os.fstat(directory))
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             written = 0
 
@@ -131,88 +153,143 @@ class PartitionRestorer:
                 written += n
                 self.progress.add(n)
 
-            try:
-                self._fetch(entry, temporary, count)
-                found = file_crc32c(temporary)
-            except BaseException:
-                _remove(temporary)
-                raise
+            if attempt > 1:
+                temporary.target.seek(0)
+                temporary.target.truncate(0)
+            self._fetch(entry, temporary.target, shown, count)
+            found = fd_crc32c(fd)
             if found == (entry.size, entry.crc32c):
+                if entry.kind == "log":
+                    _walk_batches(temporary.target, shown, entry, segment)
                 return
             self.progress.add(-written)
             self.log.warning("restored file does not match its manifest; downloading it again",
-                             key=entry.key, attempt=attempt, size=found and found[0], crc32c=found and found[1],
+                             key=entry.key, attempt=attempt, size=found[0], crc32c=found[1],
                              expected_size=entry.size, expected_crc32c=entry.crc32c)
-        size, crc = found if found else (0, "")
+        size, crc = found
         raise _Failed(f"{entry.key}: the store returned {size} bytes with CRC-32C {crc} twice, its manifest says "
                       f"{entry.size} bytes with {entry.crc32c}; the store's copy is damaged (run 'tiering verify'); "
-                      f"segment {base_offset} and the older ones stay in the store")
+                      f"segment {segment.base_offset} and the older ones stay in the store")
+
+    def _fetch(self, entry: ObjectEntry, target: BinaryIO, shown: Path, count: Callable[[int], None]) -> None:
+        try:
+            self.store.download_into(entry.key, target, entry.size, count)
+        except OSError as exc:
+            # s3transfer's writer thread raises it without the file's name: add it.
+            raise OSError(exc.errno, exc.strerror, str(shown)) from None
+        except StoreError as exc:
+            if self.stop.is_set():
+                raise _Stopped() from None
+            if exc.error_class is ErrorClass.NOT_FOUND:
+                raise _Failed(f"{entry.key} is gone from the store (total retention may have removed it "
+                              "since the plan was made); rerun the same command to plan again") from None
+            raise _Failed(f"{exc}; rerun the same command to continue") from None
+        target.flush()
+        os.fsync(target.fileno())
 
 
-    def _fetch(self, entry: ObjectEntry, temporary: Path, count: Callable[[int], None]) -> None:
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "w+b") as target:
-            give_to_owner(target.fileno(), os.stat(temporary.parent))
+@dataclass
+class _Temporary:
+    """A file being restored under its temporary name, open as we created it."""
+
+    name: str
+    file: RestoreFile
+    target: BinaryIO | None
+
+    @property
+    def final(self) -> str:
+        return self.file.name
+
+    def close(self) -> None:
+        if self.target is not None:
+            self.target.close()
+            self.target = None
+
+    def discard(self, directory: int) -> None:
+        """Remove the temporary name, if it is still ours (never whatever replaced it)."""
+        if self.target is not None:
             try:
-                self.store.download_into(entry.key, target, entry.size, count)
-            except OSError as exc:
-                # s3transfer's writer thread raises it without the file's name: add it.
-                raise OSError(exc.errno, exc.strerror, str(temporary)) from None
-            except StoreError as exc:
-                if self.stop.is_set():
-                    raise _Stopped() from None
-                if exc.error_class is ErrorClass.NOT_FOUND:
-                    raise _Failed(f"{entry.key} is gone from the store (total retention may have removed it "
-                                  "since the plan was made); rerun the same command to plan again") from None
-                raise _Failed(f"{exc}; rerun the same command to continue") from None
-            target.flush()
-            os.fsync(target.fileno())
+                if same_file(directory, self.name, self.target.fileno()):
+                    unlink_name(directory, self.name)
+            except OSError:
+                pass
+        self.close()
 
 
-def _in_place(final: Path, file: RestoreFile) -> bool:
+def _walk_batches(target: BinaryIO, shown: Path, entry: ObjectEntry, segment: SegmentRestore) -> None:
+    """A .log must be Kafka batches, whatever its checksum says: the manifest is the store's
+    word, and a hostile or broken one can vouch for any bytes. The broker would take a bad
+    .log for a corrupt log dir at start-up, so it is refused before it gets a real name."""
+    target.seek(0)
+    try:
+        scan_segment(target, entry.size, segment.base_offset, segment.manifest.end_offset + 1)
+    except CorruptSegment as exc:
+        raise _Failed(f"{shown}: the bytes of {entry.key} match its manifest's CRC-32C but are not valid Kafka "
+                      f"batches ({exc}); nothing was put in place; segment {segment.base_offset} and the older "
+                      "ones stay in the store (run 'tiering verify')") from None
+
+
+def _in_place(directory: int, path: Path, file: RestoreFile) -> bool:
     """A file already at its final name that can stay."""
-    if not os.path.lexists(final):
+    try:
+        info = os.stat(file.name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
         return False
-    if final.is_symlink():
-        raise _Failed(f"{final} is a symbolic link; refusing to write through it")
+    if not stat.S_ISREG(info.st_mode):
+        raise _Failed(f"{path / file.name} is {file_kind(info.st_mode)}; refusing to read it or write over it "
+                      "(move it aside and rerun)")
     if file.entry.kind == "snapshot":
         return True   # the broker's own producer snapshot at that offset wins
-    return file_crc32c(final) == (file.entry.size, file.entry.crc32c)
+    try:
+        found = file_crc32c(Path(file.name), dir_fd=directory)
+    except NotRegularFile as exc:
+        raise _Failed(f"{path / file.name} {exc.strerror}; refusing to write over it (move it aside and rerun)") from None
+    return found == (file.entry.size, file.entry.crc32c)
 
 
-def _install(directory: Path, pending: list[tuple[Path, Path, RestoreFile]], manifest: SegmentManifest) -> None:
-    """Rename the verified files into place, the .log last, each step durable."""
-    logs = [p for p in pending if p[2].entry.kind == "log"]
-    others = [p for p in pending if p[2].entry.kind != "log"]
-    for temporary, final, _ in others:
-        os.replace(temporary, final)
+def _install(directory: int, path: Path, pending: list[_Temporary], manifest: SegmentManifest) -> None:
+    """Rename the verified files into place, the .log last, each step durable. Names are
+    renamed inside the directory's descriptor (rename never follows a link), and only while
+    the temporary name is still the file we wrote."""
+    logs = [p for p in pending if p.file.entry.kind == "log"]
+    others = [p for p in pending if p.file.entry.kind != "log"]
+    for temporary in others:
+        _rename(directory, path, temporary)
     if others:
-        fsync_dir(directory)
-    for temporary, final, _ in logs:
+        os.fsync(directory)
+    for temporary in logs:
+        assert temporary.target is not None
         if manifest.max_timestamp > 0:
             # The broker falls back to a segment's mtime for time retention when it has no
             # timestamps; the restored file should not look brand new.
-            os.utime(temporary, (manifest.max_timestamp / 1000, manifest.max_timestamp / 1000))
-        os.replace(temporary, final)
-        fsync_dir(directory)
-        drop_cached_pages(final)
+            os.utime(temporary.target.fileno(), (manifest.max_timestamp / 1000, manifest.max_timestamp / 1000))
+        _rename(directory, path, temporary)
+        os.fsync(directory)
+        drop_cached_pages_fd(temporary.target.fileno())
 
 
-def remove_temporary_files(directory: Path) -> int:
-    """Remove what an interrupted restore left in `directory` (our temporary names only)."""
+def _rename(directory: int, path: Path, temporary: _Temporary) -> None:
+    assert temporary.target is not None
+    if not same_file(directory, temporary.name, temporary.target.fileno()):
+        raise _Failed(f"{path / temporary.name} was replaced while it was restored: another process writes {path}; "
+                      "stop it and rerun")
+    os.replace(temporary.name, temporary.final, src_dir_fd=directory, dst_dir_fd=directory)
+
+
+def remove_temporary_files(directory: int, path: Path) -> int:
+    """Remove what an interrupted restore left in the directory (our temporary names only).
+    Whatever is under such a name goes (unlink removes a link, never its target), except a
+    directory, which is refused."""
     removed = 0
-    for entry in os.scandir(directory):
-        if _OUR_TEMP.match(entry.name) and entry.is_file(follow_symlinks=False):
-            _remove(Path(entry.path))
-            removed += 1
+    with os.scandir(directory) as entries:
+        names = [entry.name for entry in entries if _OUR_TEMP.match(entry.name)]
+    for name in names:
+        try:
+            removed += unlink_name(directory, name)
+        except IsADirectoryError:
+            raise _Failed(f"{path / name} is a directory under a name rollback uses for its temporary files; "
+                          "remove it and rerun") from None
     return removed
-
-
-def _remove(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -225,9 +302,11 @@ def update_log_start(log_dir: Path, first_offsets: dict[TopicPartition, int]) ->
     changed. A missing file is left missing: the broker then starts from the first segment."""
     path = log_dir / LOG_START_FILE
     try:
-        text = path.read_text()
+        text = read_regular_text(path)
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError:
+        text = "\ufffd"    # not text: refused below like any other unparsable file
     try:
         current = parse_offset_checkpoint(text)
     except CheckpointError as exc:
@@ -236,7 +315,8 @@ def update_log_start(log_dir: Path, first_offsets: dict[TopicPartition, int]) ->
                            "offset'), then rerun") from None
     changes = {tp: (current[tp], first) for tp, first in first_offsets.items() if tp in current and current[tp] > first}
     if changes:
-        replace_file(path, rewrite_offset_checkpoint(text, {tp: new for tp, (_, new) in changes.items()}).encode())
+        replace_file(path, rewrite_offset_checkpoint(text, {tp: new for tp, (_, new) in changes.items()}).encode(),
+                     follow_dir=True)   # the log dir as configured; the file in it is never followed
     return changes
 
 
@@ -245,11 +325,13 @@ def update_leader_epochs(partition_dir: Path, manifests: list[SegmentManifest]) 
     (before, after) when the file changed."""
     path = partition_dir / "leader-epoch-checkpoint"
     try:
-        current = parse_leader_epoch_checkpoint(path.read_text())
+        current = parse_leader_epoch_checkpoint(read_regular_text(path))
     except FileNotFoundError:
         current = ()
     except (OSError, UnicodeDecodeError, CheckpointError) as exc:
-        raise TieringError(f"{path}: cannot read it ({exc}); move it aside (the broker rebuilds it from the "
+        why = (exc.strerror if isinstance(exc, OSError) else "not UTF-8 text" if isinstance(exc, UnicodeDecodeError)
+               else exc)
+        raise TieringError(f"{path}: cannot read it ({why}); move it aside (the broker rebuilds it from the "
                            "segments) and rerun") from None
     merged = merge_leader_epochs(current, manifests)
     if merged == tuple(current):

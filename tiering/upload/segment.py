@@ -17,6 +17,7 @@ from typing import Callable
 import crc32c
 
 from tiering import __version__
+from tiering.files import NotRegularFile, open_regular, read_regular, read_regular_text
 from tiering.kafka.batches import CorruptSegment, SegmentSummary, scan_segment
 from tiering.kafka.checkpoints import (CheckpointError, format_leader_epoch_checkpoint,
                                        parse_leader_epoch_checkpoint)
@@ -74,17 +75,27 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
 
     `previous`: an earlier attempt whose manifest may have landed (UnsettledUpload); when it
     did, that upload is the result and nothing is uploaded again."""
-    segment, keys = target.segment, target.keys
+    segment = target.segment
     assert segment.next_offset is not None, "the active segment is never offloaded"
     if previous is not None:
         adopted = settle_previous(store, previous)
         if adopted is not None:
             return adopted
-    summary = _check_log(segment)
+    log_fd = _open(segment.log_path)
+    try:
+        return _offload(target, store, now_ms, log_fd)
+    finally:
+        os.close(log_fd)
+
+
+def _offload(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int], log_fd: int) -> SegmentManifest:
+    segment, keys = target.segment, target.keys
+    assert segment.next_offset is not None
+    summary = _check_log(segment, log_fd)
     small = _small_objects(target, summary)
 
     try:
-        store.upload_files([(keys.object_key("log"), segment.log_path)])
+        store.upload_files([(keys.object_key("log"), _by_descriptor(log_fd, segment.log_path))])
         log_info = store.head(keys.object_key("log"))
         if log_info is None or log_info.size != summary.size:
             raise StoreError(ErrorClass.RETRYABLE, "verify", keys.object_key("log"),
@@ -160,10 +171,44 @@ def discard_attempt(store: ObjectStore, keys: SegmentKeys) -> None:
         pass
 
 
-def _check_log(segment: LocalSegment) -> SegmentSummary:
+def _open(path: Path) -> int:
+    """A broker file, opened once as a regular file (never through a link, never a FIFO)."""
+    try:
+        return open_regular(path)
+    except NotRegularFile as exc:
+        raise BadSegment(str(exc)) from None
+    except FileNotFoundError:
+        raise BadSegment(f"{path} disappeared before it was offloaded") from None
+    except OSError as exc:
+        raise BadSegment(f"cannot read {path}: {exc.strerror}", read_error=True) from None
+
+
+def _by_descriptor(fd: int, path: Path) -> Path:
+    """The name the store adapter opens the .log by: the descriptor we opened and checked
+    (`/proc/self/fd/N` reopens that very file, whatever the name in the log dir is now), so
+    what is uploaded is what was walked, never what a link swapped in meanwhile points at.
+    The adapter streams by name (part by part, flat memory); without /proc, the path itself,
+    checked again to be the same file."""
+    by_fd = Path(f"/proc/self/fd/{fd}")
+    try:
+        if os.path.samestat(os.stat(by_fd), os.fstat(fd)):
+            return by_fd
+    except OSError:
+        pass
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        raise BadSegment(f"{path} disappeared before it was offloaded") from None
+    if not os.path.samestat(named, os.fstat(fd)):
+        raise BadSegment(f"{path} was replaced while it was offloaded; it is looked at again at the next scan")
+    return path
+
+
+def _check_log(segment: LocalSegment, fd: int) -> SegmentSummary:
     assert segment.next_offset is not None
     try:
-        with open(segment.log_path, "rb", buffering=0) as stream:
+        stream = os.fdopen(os.dup(fd), "rb", buffering=0)
+        with stream:
             size = os.fstat(stream.fileno()).st_size
             return scan_segment(stream, size, segment.base_offset, segment.next_offset)
     except CorruptSegment as exc:
@@ -188,11 +233,15 @@ def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[
         objects.append((kind, data))
     if segment.snapshot_path is not None:
         try:
-            objects.append(("snapshot", segment.snapshot_path.read_bytes()))
+            objects.append(("snapshot", read_regular(segment.snapshot_path)))
         except FileNotFoundError:
             pass  # the broker cleans old snapshots; the segment is complete without it
+        except NotRegularFile as exc:
+            raise BadSegment(str(exc)) from None
+        except OSError as exc:
+            raise BadSegment(f"cannot read {segment.snapshot_path}: {exc.strerror}", read_error=True) from None
     try:
-        entries = parse_leader_epoch_checkpoint(target.leader_epoch_path.read_text())
+        entries = parse_leader_epoch_checkpoint(read_regular_text(target.leader_epoch_path))
         covered = [e for e in entries if e.start_offset <= segment.next_offset - 1]
         objects.append(("leader_epoch", format_leader_epoch_checkpoint(covered).encode()))
     except (OSError, UnicodeDecodeError, CheckpointError):
@@ -202,7 +251,9 @@ def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path)
+    except NotRegularFile as exc:
+        raise BadSegment(str(exc)) from None
     except FileNotFoundError:
         raise BadSegment(f"{path} disappeared before it was offloaded") from None
     except OSError as exc:
