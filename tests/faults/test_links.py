@@ -310,20 +310,22 @@ def test_a_restored_log_that_matches_its_crc_but_is_not_batches_is_refused_befor
     broker.close()
 
 
-def test_verify_prints_a_hostile_key_escaped(env, s3, fault_report):
+def test_verify_never_prints_a_hostile_key_raw(env, s3, fault_report):
     broker, _ = build(env)
     config = env.write_config(OFFLOAD_ALL)
     offload(env, config, broker)
     doc = orders_remote(s3, 0)[max(orders_remote(s3, 0))]
     directory = next(o for o in doc["objects"] if o["kind"] == "log")["key"].rsplit("/", 1)[0]
     # A manifest-like key beside the real ones whose name would retitle, clear and recolour
-    # the operator's terminal if printed raw.
+    # the operator's terminal if printed raw. It is not in our layout, so it is not ours:
+    # verify neither counts it nor prints it; and any key verify does print goes through
+    # `escaped` (tests/unit/test_files.py), so a raw escape cannot reach the terminal either way.
     hostile = f"{directory}/\x1b]0;owned\x07\x1b[2J\x1b[31m.manifest.json"
     s3.put_object(Bucket=BUCKET, Key=hostile, Body=b"{}")
     assert hostile in bucket_snapshot(s3)
     result = run_cli("verify", "--config", str(config))
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout + result.stderr
-    assert f"{directory}/\\x1b]0;owned\\x07\\x1b[2J\\x1b[31m.manifest.json" in result.stdout
+    assert "0 orphaned object(s)" in result.stdout
     fault_report("terminal escapes in a key", printed_raw=0)
     broker.close()
