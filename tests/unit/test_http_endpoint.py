@@ -73,3 +73,20 @@ def test_a_connection_beyond_the_cap_is_closed_at_once(server):
     finally:
         for sock in held:
             sock.close()
+
+
+def test_close_drops_held_connections_and_ends_the_thread():
+    http = HealthServer("127.0.0.1:0", CollectorRegistry(), lambda: (True, "ok"), lambda: (True, "ready"),
+                        request_timeout=3600)
+    http.start()
+    held = socket.create_connection(("127.0.0.1", http.port))
+    try:
+        held.sendall(b"GET /healthz HTTP/1.1\r\n")          # would hold its slot for an hour
+        assert get(http.port, "/healthz")[0] == 200
+        http.close()
+        assert not http._thread.is_alive()
+        assert answer(held) == b""                           # dropped, unanswered
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", http.port), timeout=2).close()
+    finally:
+        held.close()

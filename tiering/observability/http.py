@@ -24,6 +24,7 @@ headers are read to the blank line, within the limits, and ignored.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from http import HTTPStatus
 from typing import Callable
@@ -47,49 +48,62 @@ class HealthServer:
         self._ready = ready
         self._max_connections = max_connections
         self._timeout = request_timeout
-        self._active = 0
+        self._active: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         # Bound here, on the caller's thread, so a port clash fails at start with an OSError.
         self._server = self._loop.run_until_complete(
             asyncio.start_server(self._serve, host.strip("[]"), int(port), limit=MAX_REQUEST_BYTES))
+        self._port = int(self._server.sockets[0].getsockname()[1])
         self._thread = threading.Thread(target=self._loop.run_forever, name="metrics-http", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._port
 
     @property
     def active_connections(self) -> int:
-        return self._active
+        return len(self._active)
 
     def start(self) -> None:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop listening and drop every connection at once (a slow client must not delay the
+        daemon's exit)."""
         if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=5)
+            done = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            try:
+                done.result(timeout=5)
+            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         else:
-            self._loop.run_until_complete(self._stop())
-        self._loop.close()
+            self._loop.run_until_complete(self._shutdown())
+        if not self._loop.is_running():
+            self._loop.close()
 
-    async def _stop(self) -> None:
+    async def _shutdown(self) -> None:
         self._server.close()
-        await self._server.wait_closed()
+        connections = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in connections:
+            task.cancel()    # each one's `finally` aborts its socket
+        await asyncio.gather(*connections, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._active >= self._max_connections:
+        if len(self._active) >= self._max_connections:
             writer.transport.abort()    # no slot: closed at once, nothing read
             return
-        self._active += 1
+        self._active.add(writer)
         try:
             await asyncio.wait_for(self._answer(reader, writer), self._timeout)
         except (asyncio.TimeoutError, asyncio.LimitOverrunError, asyncio.IncompleteReadError,
                 ValueError, ConnectionError):
             pass    # too slow, too big, or gone: the connection is dropped, nothing to report
+        except asyncio.CancelledError:
+            pass    # close(): ended here, so asyncio's streams do not log the cancellation
         finally:
-            self._active -= 1
+            self._active.discard(writer)
             if not writer.is_closing():
                 writer.transport.abort()
 
