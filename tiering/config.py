@@ -51,6 +51,10 @@ class StoreConfig:
     # `run` (whose total retention and sweep delete from the store) refuses to start unless
     # this says the bucket is this deployment's alone (see tiering.cli.run).
     allow_whole_bucket: bool = False
+    # Extension of design.md: an AWS shared-credentials file (e.g. systemd's LoadCredential=
+    # in $CREDENTIALS_DIRECTORY), so the secret is not in the process's environment; None:
+    # boto3's standard chain.
+    credentials_file: Path | None = None
 
     @property
     def layout(self) -> KeyLayout:
@@ -214,12 +218,13 @@ class _Reader:
     def _store(self, t: Mapping[str, Any]) -> StoreConfig:
         self._unknown("store", t, {"bucket", "prefix", "endpoint_url", "region", "addressing_style",
                                    "storage_class", "hash_prefix", "connect_timeout_ms", "read_timeout_ms",
-                                   "allow_whole_bucket"})
+                                   "allow_whole_bucket", "credentials_file"})
         for secret in ("aws_access_key_id", "aws_secret_access_key", "access_key", "secret_key"):
             if secret in t:
-                self.problems.append(f"store.{secret}: credentials never go in this file; use the "
-                                     "standard AWS chain (environment, profile, instance role)")
+                self.problems.append(f"store.{secret}: credentials never go in this file; use an instance "
+                                     "role, store.credentials_file or the standard AWS chain")
         bucket = self._string("store", t, "bucket", None) or ""
+        credentials = self._string("store", t, "credentials_file", "")
         prefix = self._string("store", t, "prefix", "") or ""
         if prefix and not prefix.endswith("/"):
             prefix += "/"
@@ -241,6 +246,7 @@ class _Reader:
             read_timeout_ms=self._at_least("store", t, "read_timeout_ms", StoreConfig.read_timeout_ms,
                                            100, parse_duration_ms),
             allow_whole_bucket=self._bool("store", t, "allow_whole_bucket", False),
+            credentials_file=self._path(credentials) if credentials else None,
         )
 
     def _upload(self, t: Mapping[str, Any]) -> UploadConfig:

@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from tiering.errors import TieringError
+from tiering.statedir import FILE_MODE, private_dir, private_file, tighten
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -83,7 +84,10 @@ class Journal:
     def __init__(self, state_dir: Path):
         self.path = state_dir / "journal.sqlite"
         try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            private_dir(state_dir)
+            private_file(self.path)    # 0600 before SQLite writes a byte; -wal and -shm inherit it
+            for companion in ("-wal", "-shm"):
+                tighten(Path(f"{self.path}{companion}"), FILE_MODE)   # left wider by an older run
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # an "uploaded" row must survive power loss

@@ -23,6 +23,7 @@ from s3transfer.subscribers import BaseSubscriber
 from tiering import __version__
 from tiering.config import StoreConfig, UploadConfig
 from tiering.files import LOCAL_DISK_ERRNOS
+from tiering.store.credentials import open_session
 from tiering.store.errors import ErrorClass, StoreError, classify
 from tiering.store.protocol import MultipartUpload, ObjectInfo
 from tiering.upload.ratelimit import Cancelled, RateLimiter
@@ -33,7 +34,8 @@ _READINTO_PIECE = 256 * 1024
 
 
 def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
-    """An S3 client; credentials come from the standard AWS chain, never from our config."""
+    """An S3 client; credentials come from the standard AWS chain or store.credentials_file,
+    never from our config."""
     config = BotoConfig(
         region_name=store.region,
         retries={"mode": "standard", "max_attempts": REQUEST_ATTEMPTS},
@@ -43,7 +45,7 @@ def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
         max_pool_connections=pool_size,
         user_agent_extra=f"tiering/{__version__}",
     )
-    return boto3.session.Session().client("s3", endpoint_url=store.endpoint_url, config=config)
+    return open_session(store).client("s3", endpoint_url=store.endpoint_url, config=config)
 
 
 class _Throttled(BaseSubscriber):

@@ -130,8 +130,11 @@ class UploadCoordinator:
         self._in_flight: dict[Future, tuple[Pending, UploadTarget]] = {}
         self._in_flight_ids: set[SegmentId] = set()
         self._breakers: dict[Any, Breaker] = {}
+        # What is remembered per segment (known remote, known bad) is kept only while the
+        # segment is on the local disk (in the log dir or pinned): `offer` prunes the rest, so
+        # memory follows the segments present, not every segment ever uploaded.
         self._bad: dict[SegmentId, tuple[int, int] | None] = {}
-        self._remote: set[SegmentId] = set()
+        self._remote: dict[tuple[str, str, int], set[int]] = {}   # (topic, topic id, partition) -> bases
         self._offered: dict[Path, tuple[tuple[object, ...], Offered]] = {}
         self._partitions: dict[Path, LocalPartition] = {}
         self._rescued: set[SegmentId] = set()
@@ -153,6 +156,7 @@ class UploadCoordinator:
         if previous is not None and previous[0] == inputs:
             return previous[1]
         self._partitions[key] = partition
+        self._prune(partition)
         queued: list[Pending] = []
         ineligible = already = 0
         waiting = False
@@ -216,23 +220,53 @@ class UploadCoordinator:
         self._offered.pop(partition_path, None)
         self._breakers.pop(partition_path, None)
         partition = self._partitions.pop(partition_path, None)
-        if partition is not None and self.pins is not None:
-            self.pins.release_partition(partition)   # a deleted topic's segments are not offloaded
+        if partition is not None:
+            if self.pins is not None:
+                self.pins.release_partition(partition)   # a deleted topic's segments are not offloaded
+            self._remote.pop(_partition_key(partition), None)
+            self._bad = {sid: f for sid, f in self._bad.items() if _partition_key_of(sid) != _partition_key(partition)}
+
+    def remembered(self) -> int:
+        """How many segments the coordinator remembers something about (flat in steady state)."""
+        return sum(len(bases) for bases in self._remote.values()) + len(self._bad) + len(self._rescued)
+
+    def _prune(self, partition: LocalPartition) -> None:
+        """Forget segments of this partition that left the local disk (deleted by retention,
+        ours or the broker's, and not pinned): nothing will offer them again, and the journal
+        answers for them if something does."""
+        if partition.topic_id is None:
+            return
+        key = _partition_key(partition)
+        present = {s.base_offset for s in partition.segments}
+        if self.pins is not None:
+            present.update(self.pins.pins(partition))
+        bases = self._remote.get(key)
+        if bases is not None:
+            bases.intersection_update(present)
+            if not bases:
+                del self._remote[key]
+        if self._bad:
+            gone = [sid for sid in self._bad if _partition_key_of(sid) == key and sid.base_offset not in present]
+            for sid in gone:
+                del self._bad[sid]
 
     def forget_cached(self, topics: frozenset[str]) -> None:
         """Drop what is cached about these topics' segments being remote: a rollback with
         --delete-remote removed their copies (and journal rows) behind our back, and after
         `resume` they must be uploaded again."""
-        self._remote = {sid for sid in self._remote if sid.topic not in topics}
+        self._remote = {key: bases for key, bases in self._remote.items() if key[0] not in topics}
 
     def _is_remote(self, sid: SegmentId) -> bool:
-        if sid in self._remote:
+        if sid.base_offset in self._remote.get(_partition_key_of(sid), ()):
             return True
         record = self.journal.get(sid)
         if record is not None and record.state in (SegmentState.UPLOADED, SegmentState.EXPIRED):
-            self._remote.add(sid)
+            self._remember_remote(sid)
             return True
         return False
+
+    def _remember_remote(self, sid: SegmentId) -> None:
+        self._remote.setdefault(_partition_key_of(sid), set()).add(sid.base_offset)
 
     # -- running uploads ----------------------------------------------------------------------
 
@@ -412,7 +446,7 @@ class UploadCoordinator:
             return
         manifest_key = replace(target.keys, uid=manifest.uid).manifest_key   # an adopted attempt's own
         record_uploaded(self.journal, manifest, manifest_key, now_ms)
-        self._remote.add(sid)
+        self._remember_remote(sid)
         self._unpin(candidate)
         self._breakers.pop(pending.partition, None)
         if not self.stop_on_fatal:
@@ -448,3 +482,12 @@ class UploadCoordinator:
         if self.metrics:
             self.metrics.uploaded_segments.labels(result).inc()
             self.metrics.uploaded_bytes.labels(result).inc(nbytes)
+
+
+def _partition_key(partition: LocalPartition) -> tuple[str, str, int]:
+    assert partition.topic_id is not None
+    return partition.topic, partition.topic_id, partition.partition
+
+
+def _partition_key_of(sid: SegmentId) -> tuple[str, str, int]:
+    return sid.topic, sid.topic_id, sid.partition

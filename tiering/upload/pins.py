@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tiering.kafka.logdir import LocalPartition, LocalSegment
+from tiering.statedir import private_dir
 
 _PIN_NAME = re.compile(r"^(\d{20})-(\d{20})\.(log|index|timeindex|txnindex|snapshot)$")
 
@@ -94,7 +95,7 @@ class PinStore:
         stem = f"{segment.base_offset:020d}-{segment.next_offset:020d}"
         linked: list[tuple[str, Path]] = []
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            private_dir(directory)
             for ext, source in files:
                 target = directory / f"{stem}.{ext}"
                 try:
@@ -152,7 +153,7 @@ class PinStore:
             device = os.stat(log_dir).st_dev
             for root in self.roots:
                 try:
-                    root.mkdir(parents=True, exist_ok=True, mode=0o750)
+                    private_dir(root)
                     if os.stat(root).st_dev == device:
                         chosen = root
                         break
