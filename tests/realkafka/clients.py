@@ -72,7 +72,7 @@ def produce_kafka_python(bootstrap: str, topic: str, count: int, *, codec: str =
                          value_size: int = 200, start: int = 0, idempotent: bool = False) -> list[tuple]:
     """Returns (key, value, headers, timestamp) of every record sent, in order."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, compression_type=None if codec == "none" else codec,
-                             linger_ms=5, batch_size=16384, acks="all", enable_idempotence=idempotent,
+                             linger_ms=5, batch_size=4096, acks="all", enable_idempotence=idempotent,
                              max_in_flight_requests_per_connection=1 if not idempotent else 5)
     sent = []
     base_ts = int(time.time() * 1000) - 1_000_000   # never in the future: the broker warns about those
@@ -89,7 +89,7 @@ def produce_kafka_python(bootstrap: str, topic: str, count: int, *, codec: str =
 
 def confluent_producer(bootstrap: str, **conf):
     from confluent_kafka import Producer
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", **conf})
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", "batch.size": 4096, **conf})
 
 
 def produce_confluent(bootstrap: str, topic: str, count: int, *, codec: str = "none", partition: int = 0,
