@@ -5,9 +5,9 @@ and .ci/run), so `pytest` alone is enough on a machine with Java and Maven. With
 Maven these tests skip with one line saying what to install, except in CI (CI=true), where a
 missing broker fails the run instead: CI must prove the real-broker paths, not skip them.
 
-One broker is shared by the tests of a module (a JVM start costs 5-30 s here); each test uses
-its own topics, state dir and (reset) bucket, and the sidecar's config includes only that
-test's topics.
+One broker is shared by all the tests here (a JVM start costs 5-30 s on this machine); each
+test uses its own topics, state dir and (reset) bucket, and the sidecar's config includes only
+that test's topics.
 """
 
 from __future__ import annotations
@@ -55,9 +55,12 @@ def start_broker(workdir: Path, libs: Path, **kwargs) -> Broker:
     return broker
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory, kafka_libs):
-    broker = start_broker(tmp_path_factory.mktemp("broker"), kafka_libs)
+    # One broker for the whole directory (tests that stop or kill it start it again). A deleted
+    # topic's dir stays `-delete` for a minute (Kafka's default), long enough to be seen.
+    broker = start_broker(tmp_path_factory.mktemp("broker"), kafka_libs,
+                          extra_props={"file.delete.delay.ms": "60000"})
     yield broker
     broker.stop()
     if broker.running():
