@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from tiering.realkafka.fetch import kafka_version
+from tiering.realkafka.demo import topic_segment_config
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,7 @@ class Rec:
 
 
 def segment_config(segment_bytes: int) -> dict[str, str]:
-    """Small segments for one topic: 4.x keeps segment.bytes >= 1 MiB and offers the internal
-    key below that (its own tests use it); 3.9.x allows small segment.bytes directly."""
-    key = "internal.segment.bytes" if int(kafka_version().split(".")[0]) >= 4 else "segment.bytes"
-    return {key: str(segment_bytes)}
+    return topic_segment_config(segment_bytes)
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1, segment_bytes: int = 16 * 1024,
