@@ -22,8 +22,6 @@ from tests.conftest import Env
 from tiering.realkafka.broker import Broker, BrokerError
 from tiering.realkafka.fetch import FetchError, fetch, is_fetched, kafka_version
 
-pytestmark = pytest.mark.realkafka
-
 _BROKERS: list[Broker] = []
 
 

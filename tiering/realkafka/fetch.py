@@ -20,8 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-# 4.1.1: the newest 4.x line with a patch release out for months (4.1.0 -> 4.1.1), on the
-# Java 17 the machines have; 4.2+ lines were newer than the tooling verified here.
+# 4.1.1: a bug-fix release of a 4.x line (4.0 dropped ZooKeeper; KRaft only, as the fixture
+# runs it), on the Java 17 the machines have; the version every real-broker test was verified
+# on (3.9.1 too). Newer lines can be picked with TIERING_KAFKA_VERSION.
 DEFAULT_VERSION = "4.1.1"
 # The broker logs through SLF4J 1.7 (slf4j-api 1.7.36 in both 3.9.x and 4.x), bound here to
 # log4j2 by log4j-slf4j-impl (the binding Kafka 4's own distribution ships).
