@@ -103,8 +103,10 @@ class _PartitionLog:
         os.ftruncate(seg.time_fd, seg.time_entries * TIME_ENTRY.size)
         os.close(seg.index_fd)
         os.close(seg.time_fd)
-        self._write_snapshot(self.next_offset)
+        # Kafka's order (UnifiedLog.roll): the next segment first, then the producer snapshot
+        # at its base offset, so a watcher can see the roll before the snapshot exists.
         self.active = self._open_segment(self.next_offset)
+        self._write_snapshot(self.next_offset)
 
     def close(self) -> None:
         self.active.log.close()
@@ -182,8 +184,12 @@ class SimulatedBroker:
         self.auto_checkpoint = auto_checkpoint
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.log_dir / ".lock").touch()
+        # as a KRaft broker writes it (directory.id since 3.7), from its own seed so the topic
+        # ids drawn from self.rng stay as they were
+        directory_id = new_topic_id(random.Random(f"directory-{seed}"))
         (self.log_dir / "meta.properties").write_text(
-            f"#\n#{time.ctime()}\nnode.id={broker_id}\nversion=1\ncluster.id=tiering-simulated\n")
+            f"#\n#{time.ctime()}\nnode.id={broker_id}\ndirectory.id={directory_id}\nversion=1\n"
+            "cluster.id=tiering-simulated\n")
         self.checkpoint()
 
     # -- topics ---------------------------------------------------------------------------
@@ -308,7 +314,10 @@ class SimulatedBroker:
         for name, entries in (("replication-offset-checkpoint", hw), ("recovery-point-offset-checkpoint", recovery),
                               ("log-start-offset-checkpoint", start), ("cleaner-offset-checkpoint", cleaner)):
             tmp = self.log_dir / f"{name}.tmp"
-            tmp.write_text(format_offset_checkpoint(entries))
+            # A real broker creates cleaner-offset-checkpoint empty (0 bytes) at start-up and
+            # writes it only once the cleaner has cleaned a log.
+            empty = name == "cleaner-offset-checkpoint" and not entries
+            tmp.write_text("" if empty else format_offset_checkpoint(entries))
             os.replace(tmp, self.log_dir / name)
 
     def close(self) -> None:

@@ -70,4 +70,13 @@ def plan_partition(partition: LocalPartition, state: LogDirState, topic_filter: 
                    disabled_topics: frozenset[str] = frozenset()) -> list[tuple[LocalSegment, Verdict]]:
     problem = partition_reason(partition, state, topic_filter, disabled_topics)
     high_watermark = state.high_watermarks.get(partition.tp)
-    return [(segment, segment_verdict(segment, problem, high_watermark)) for segment in partition.segments]
+    plan = [(segment, segment_verdict(segment, problem, high_watermark)) for segment in partition.segments]
+    # Kafka takes the producer snapshot at the new segment's base offset just after creating
+    # that segment (UnifiedLog.roll), so the newest rolled segment can be seen before its
+    # snapshot exists; it waits for it rather than going without (seen on a real broker).
+    if len(plan) >= 2 and plan[-1][0].is_active:
+        segment, verdict = plan[-2]
+        if verdict.eligible and segment.snapshot_path is None:
+            plan[-2] = (segment, Verdict(False, "producer snapshot not written yet (the broker takes it just "
+                                                "after the roll)", True))
+    return plan
