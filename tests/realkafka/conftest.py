@@ -56,9 +56,10 @@ def start_broker(workdir: Path, libs: Path, **kwargs) -> Broker:
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory, kafka_libs):
     # One broker for the whole directory (tests that stop or kill it start it again). A deleted
-    # topic's dir stays `-delete` for a minute (Kafka's default), long enough to be seen.
+    # topic's dir stays `-delete` (and deleted segments `.deleted`) for 5 minutes, so a test on
+    # a loaded machine still sees them.
     broker = start_broker(tmp_path_factory.mktemp("broker"), kafka_libs,
-                          extra_props={"file.delete.delay.ms": "60000"})
+                          extra_props={"file.delete.delay.ms": "300000"})
     yield broker
     broker.stop()
     if broker.running():

@@ -98,7 +98,6 @@ def test_rollback_is_accepted_by_the_broker_and_real_consumers_read_from_offset_
     first_kept = wait_until(lambda: segment_bases(log_dir, "rb", 0)[0] > 0 and segment_bases(log_dir, "rb", 0)[0],
                             30, "the broker to delete rb's offloaded segments")
     assert list_offsets(bootstrap, "rb")[0] == first_kept
-    time.sleep(1.5)         # the broker's .deleted files go after file.delete.delay.ms
 
     kafka_broker.stop()
     rollback = run_cli("rollback", "--config", str(config), "--topic", "rb", "--confirm")
