@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUCKET, PREFIX, bucket_snapshot, events, run_cli
+from tests.conftest import BOTH_STORES, BUCKET, PREFIX, bucket_snapshot, events, run_cli
 from tests.integration.test_offload import remote_manifests
 from tests.integration.test_retention import hold_lock, local_files
 from tiering.kafka.checkpoints import parse_offset_checkpoint
@@ -77,6 +77,7 @@ def assert_nothing_half_visible(log_dir: Path, before: dict[str, bytes]) -> None
         assert data == before[name], f"{name} is visible but differs from the original"
 
 
+@BOTH_STORES
 def test_the_dry_run_prints_the_plan_and_changes_nothing(env, s3):
     broker, _ = build(env)
     config = env.write_config(OFFLOAD_ALL)
@@ -136,6 +137,7 @@ def test_a_held_broker_lock_refuses_with_exit_3_and_changes_nothing(env, s3):
     broker.close()
 
 
+@BOTH_STORES
 def test_a_restore_is_byte_identical_with_its_checkpoints_put_right(env, s3):
     broker, before = build(env)
     config = env.write_config(OFFLOAD_ALL)
@@ -344,6 +346,7 @@ def test_a_manifest_pointing_outside_its_partition_is_refused(env, s3):
     broker.close()
 
 
+@BOTH_STORES
 def test_delete_remote_after_a_verified_restore_and_a_disk_space_refusal(env, s3):
     broker, before = build(env)
     config = env.write_config(OFFLOAD_ALL)
