@@ -40,7 +40,7 @@ class RcloneServer:
     """`rclone serve s3` on a port of its own choosing (it logs the address, so there is no
     race for a free port), serving the directories under `root` as buckets."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = ()):
         self.root = root
         self.data = root / "rclone-data"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -49,9 +49,10 @@ class RcloneServer:
                    "--addr", "127.0.0.1:0",
                    "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
                    "--config", "",             # no rclone.conf: a local directory needs none
-                   "--log-file", str(self.log_path), "-v"]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.STDOUT)
+                   "--log-file", str(self.log_path), "-v", *extra_args]
+        # What rclone says before its log is open (a bad flag, say) goes to the same file.
+        with open(self.log_path, "ab") as early:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=early, stderr=early)
         self.endpoint = self._wait_listening()
 
     def _wait_listening(self) -> str:

@@ -103,7 +103,6 @@ def test_exactly_the_eligible_segments_are_offloaded_byte_identical(env, s3):
     assert summary["uploaded_segments"] == len(expected) and summary["failed_segments"] == 0
 
 
-@BOTH_STORES
 def test_remote_segments_read_back_with_kafka_python(env, s3):
     build_cluster(env.log_dir)
     assert run_cli("run", "--once", "--config", str(env.write_config())).returncode == 0

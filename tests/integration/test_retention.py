@@ -160,7 +160,6 @@ def test_time_and_size_retention_in_both_tiers_with_per_topic_overrides(env, s3)
     broker.close()
 
 
-@BOTH_STORES
 def test_a_store_copy_that_no_longer_matches_keeps_the_local_segment(env, s3):
     clock = Clock()
     broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=7)

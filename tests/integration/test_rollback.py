@@ -77,7 +77,6 @@ def assert_nothing_half_visible(log_dir: Path, before: dict[str, bytes]) -> None
         assert data == before[name], f"{name} is visible but differs from the original"
 
 
-@BOTH_STORES
 def test_the_dry_run_prints_the_plan_and_changes_nothing(env, s3):
     broker, _ = build(env)
     config = env.write_config(OFFLOAD_ALL)
@@ -346,7 +345,6 @@ def test_a_manifest_pointing_outside_its_partition_is_refused(env, s3):
     broker.close()
 
 
-@BOTH_STORES
 def test_delete_remote_after_a_verified_restore_and_a_disk_space_refusal(env, s3):
     broker, before = build(env)
     config = env.write_config(OFFLOAD_ALL)

@@ -21,6 +21,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, FlexibleChecksumError
 
 from tests.conftest import BOTH_STORES, BUCKET
+from tests.s3_servers import SERVERS, RcloneServer
 from tiering.store.capabilities import StoreCapabilities, probe
 
 pytestmark = [pytest.mark.integration, BOTH_STORES]
@@ -217,12 +218,20 @@ def readme_table() -> dict[str, dict[str, str]]:
     return table
 
 
-def test_the_readme_table_says_what_the_server_does(s3_server):
+def test_the_readme_table_says_what_the_servers_do():
     table = readme_table()
     assert set(table) == set(EXPECTED), "the README's rows and this test's differ"
-    column = next(name for name in next(iter(table.values())) if name.lower().startswith(s3_server))
-    for row, servers in EXPECTED.items():
-        cell = table[row][column]
-        said = re.match(r"(yes|no)\b", cell)
-        assert said is not None, f"{row!r}, {column}: a cell starts with yes or no: {cell!r}"
-        assert (said.group(1) == "yes") is servers[s3_server], f"README says {cell!r} for {row!r} on {column}"
+    for server in SERVERS:
+        column = next(name for name in next(iter(table.values())) if name.lower().startswith(server))
+        for row, servers in EXPECTED.items():
+            cell = table[row][column]
+            said = re.match(r"(yes|no)\b", cell)
+            assert said is not None, f"{row!r}, {column}: a cell starts with yes or no: {cell!r}"
+            assert (said.group(1) == "yes") is servers[server], f"README says {cell!r} for {row!r} on {column}"
+
+
+def test_an_rclone_that_does_not_start_fails_the_test_with_its_log(tmp_path):
+    with pytest.raises(RuntimeError) as failed:
+        RcloneServer(tmp_path, extra_args=("--no-such-flag",))
+    message = str(failed.value)
+    assert message.startswith("rclone serve s3 exited with") and "unknown flag: --no-such-flag" in message
