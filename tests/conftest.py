@@ -1,5 +1,6 @@
 """Shared fixtures: a real S3-compatible server over HTTP (moto's server mode on a free port,
-reset for every test), configs, and the CLI run as a real subprocess."""
+reset for every test; tests marked `stores("moto", "rclone")` also run against rclone's
+`serve s3`, see tests/s3_servers.py), configs, and the CLI run as a real subprocess."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.s3_servers import SERVERS, RcloneServer, aws_environment
+
 BUCKET = "kafka-tier"
 PREFIX = "cluster-a/"
+# The tests chosen to run against every server (README: "Store compatibility").
+BOTH_STORES = pytest.mark.stores(*SERVERS)
 
 
 def pytest_addoption(parser):
@@ -29,23 +34,49 @@ def pytest_configure(config):
         os.environ["TIERING_SOAK"] = "1"
 
 
+def pytest_generate_tests(metafunc):
+    # A test marked `stores("moto", "rclone")` runs once per server; unmarked tests use moto
+    # only (and keep their ids).
+    marker = metafunc.definition.get_closest_marker("stores")
+    if marker is not None and "s3_server" in metafunc.fixturenames:
+        metafunc.parametrize("s3_server", marker.args, indirect=True)
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint():
+def moto_endpoint():
     from tiering.demo import start_s3_server
 
-    os.environ["AWS_ACCESS_KEY_ID"] = "test-access-key"
-    os.environ["AWS_SECRET_ACCESS_KEY"] = "test-secret-key-never-logged"
-    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
-    os.environ.pop("AWS_PROFILE", None)
+    aws_environment()
     server, endpoint = start_s3_server()
     yield endpoint
     server.stop()
 
 
 @pytest.fixture
-def s3(s3_endpoint):
-    """A boto3 client on a freshly reset server with the test bucket created."""
-    urllib.request.urlopen(urllib.request.Request(f"{s3_endpoint}/moto-api/reset", method="POST")).read()
+def s3_server(request) -> str:
+    """Which server this test runs against: moto unless parametrized by the `stores` marker."""
+    return getattr(request, "param", "moto")
+
+
+@pytest.fixture
+def s3_endpoint(request, s3_server, tmp_path):
+    if s3_server == "moto":
+        yield request.getfixturevalue("moto_endpoint")
+        return
+    assert s3_server == "rclone", s3_server
+    aws_environment()
+    server = RcloneServer(tmp_path / "rclone")     # a fresh server and directory per test
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, s3_endpoint):
+    """A boto3 client on a fresh (moto: reset) server with the test bucket created."""
+    if s3_server == "moto":
+        urllib.request.urlopen(urllib.request.Request(f"{s3_endpoint}/moto-api/reset", method="POST")).read()
     client = boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
     return client

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import BOTH_STORES, run_cli
 from tests.faults.harness import Ledger, StoreView, config_text, open_multipart_uploads, whereabouts
 from tests.faults.proxy import FAULTS, FaultMix, FaultProxy
 from tests.integration.daemon_process import DaemonProcess, wait_for
@@ -31,6 +31,7 @@ def proxy_for(endpoint: str, mix: FaultMix | None = None, seed: int = 0) -> Faul
     return FaultProxy(url.hostname, url.port, mix, seed)
 
 
+@BOTH_STORES
 def test_resets_stalls_and_5xx_are_retried_until_everything_is_offloaded_once(env, s3, tmp_path, soak, seed,
                                                                            fault_report):
     rng = random.Random(seed)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tests.conftest import BUCKET, PREFIX, events, run_cli
+from tests.conftest import BOTH_STORES, BUCKET, PREFIX, events, run_cli
 from tiering.clock import SystemClock
 from tiering.config import load_config
 from tiering.journal import Journal, SegmentId, SegmentState
@@ -67,6 +67,7 @@ def test_missing_bucket_is_fatal_with_a_hint_and_the_secret_never_appears(env):
     assert b"test-secret-key-never-logged" not in state_files
 
 
+@BOTH_STORES
 def test_status_json_shape_and_verify_catches_a_replaced_object(env, s3):
     small_cluster(env.log_dir)
     config = str(env.write_config())
@@ -95,6 +96,7 @@ def test_status_json_shape_and_verify_catches_a_replaced_object(env, s3):
     assert any(line.startswith(victim) and "object replaced?" in line for line in broken.stdout.splitlines())
 
 
+@BOTH_STORES
 def test_an_upload_interrupted_by_a_crash_is_cleaned_up_and_redone(env, s3):
     broker = small_cluster(env.log_dir)
     config = load_config(env.write_config())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUCKET, events, run_cli
+from tests.conftest import BOTH_STORES, BUCKET, events, run_cli
 from tests.integration.test_offload import remote_manifests
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.simulate import SimulatedBroker
@@ -92,6 +92,7 @@ def build(env) -> tuple[SimulatedBroker, dict]:
     return broker, segment_bytes(env.log_dir)
 
 
+@BOTH_STORES
 def test_time_and_size_retention_in_both_tiers_with_per_topic_overrides(env, s3):
     broker, before = build(env)
     config = env.write_config(f"\n[retention]\nretention_ms = \"7d\"\n{RETENTION}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUCKET, PREFIX, bucket_snapshot, events, run_cli
+from tests.conftest import BOTH_STORES, BUCKET, PREFIX, bucket_snapshot, events, run_cli
 from tests.integration.test_offload import remote_manifests
 from tests.integration.test_retention import hold_lock, local_files
 from tiering.kafka.checkpoints import parse_offset_checkpoint
@@ -136,6 +136,7 @@ def test_a_held_broker_lock_refuses_with_exit_3_and_changes_nothing(env, s3):
     broker.close()
 
 
+@BOTH_STORES
 def test_a_restore_is_byte_identical_with_its_checkpoints_put_right(env, s3):
     broker, before = build(env)
     config = env.write_config(OFFLOAD_ALL)
