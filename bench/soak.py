@@ -6,7 +6,10 @@ uploaded rolled segment is deleted locally at the next retention pass, every 10 
 retention of 2 minutes (remote segments expire, so the journal's rows come and go: a steady
 state, as a broker's retention gives one). A simulated broker in this process rolls small
 segments (20 records of 100 bytes) round-robin over 8 partitions, as fast as the daemon
-uploads them: no more than 40 rolled and not yet uploaded at any time; every 100 rolls it
+uploads them: no more than 40 rolled and not yet uploaded at any time, and no more than
+1,500 (`--alive`) rolled and not yet deleted from the store by total retention, so what the
+daemon holds is a steady state by construction even where retention passes are slower than
+uploads (on 2 shared cores, with moto, a pass took 2-3 minutes); every 100 rolls it
 deletes producer snapshots below each partition's first segment, as a broker does when its
 log start offset moves. At every 1,000 segments (`--every`)
 uploaded (the daemon's own counter), the daemon's RSS, threads and open fds are read from
@@ -38,6 +41,7 @@ DEFAULT_SEGMENTS = 10_000
 EVERY = 1_000
 PARTITIONS = 8
 OUTSTANDING = 40
+ALIVE = 1_500
 PREFIX = "soak/"
 TOPIC = "soak"
 CONFIG = """
@@ -66,6 +70,8 @@ def add_arguments(parser) -> None:
                         help=f"segments to upload (default {DEFAULT_SEGMENTS:,})")
     parser.add_argument("--every", type=int, default=EVERY,
                         help=f"segments between two readings (default {EVERY:,})")
+    parser.add_argument("--alive", type=int, default=ALIVE,
+                        help=f"segments rolled and not yet expired from the store, at most (default {ALIVE:,})")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="run the daemon under tracemalloc and print what grew")
 
@@ -88,7 +94,7 @@ def start_daemon(work: Path, log_dir: Path, endpoint: str, traced: bool) -> Daem
     return daemon
 
 
-def soak(segments: int, traced: bool, every: int = EVERY) -> dict:
+def soak(segments: int, traced: bool, every: int = EVERY, alive: int = ALIVE) -> dict:
     work = Path(tempfile.mkdtemp(prefix="tiering-bench-soak-"))
     server = Server()
     daemon = None
@@ -100,11 +106,12 @@ def soak(segments: int, traced: bool, every: int = EVERY) -> dict:
         daemon = start_daemon(work, log_dir, server.endpoint, traced)
         daemon.wait_ready(120)
         started = time.monotonic()
-        rolled = uploaded = 0
+        rolled = uploaded = expired = 0
         next_reading = every
         next_check = 0.0
         while uploaded < segments:
-            if rolled - uploaded < OUTSTANDING and rolled < segments + OUTSTANDING:
+            if (rolled - uploaded < OUTSTANDING and rolled - expired < alive
+                    and rolled < segments + OUTSTANDING):
                 p = rolled % PARTITIONS
                 broker.produce(TOPIC, p, 20, value_size=100)
                 broker.roll(TOPIC, p)
@@ -116,7 +123,9 @@ def soak(segments: int, traced: bool, every: int = EVERY) -> dict:
             if now >= next_check:
                 if daemon.process.poll() is not None:
                     raise SystemExit(f"bench: the daemon exited (see {work / 'daemon.log'})")
-                uploaded = int(daemon.metrics().get('tiering_upload_segments_total{result="uploaded"}', 0))
+                figures = daemon.metrics()
+                uploaded = int(figures.get('tiering_upload_segments_total{result="uploaded"}', 0))
+                expired = int(deleted(figures, "remote"))
                 next_check = now + 0.2
             while uploaded >= next_reading:
                 if traced:
@@ -136,6 +145,7 @@ def soak(segments: int, traced: bool, every: int = EVERY) -> dict:
     warm = readings[0]["rss_mib"] if readings else 0.0
     after_warmup = [r["rss_mib"] for r in readings[1:]] or [warm]
     return {"benchmark": "soak", "machine": describe(), "segments": segments, "partitions": PARTITIONS, "every": every,
+            "alive": alive,
             "tracemalloc": traced, "readings": readings,
             "rss_after_warmup_mib": warm, "rss_end_mib": readings[-1]["rss_mib"] if readings else 0.0,
             "growth_after_warmup_mib": round(readings[-1]["rss_mib"] - warm, 1) if readings else 0.0,
@@ -186,7 +196,7 @@ def top_growth(work: Path, limit: int = 12) -> list[dict]:
 
 
 def main(args) -> int:
-    result = soak(args.segments, args.tracemalloc, args.every)
+    result = soak(args.segments, args.tracemalloc, args.every, args.alive)
     if not save_result("soak", result, args.json):
         return 0
     print(f"soak: {args.segments:,} segments over {PARTITIONS} partitions; daemon RSS per {args.every:,} uploaded")
