@@ -16,7 +16,7 @@ from tiering.clock import Clock
 from tiering.journal import Journal, SegmentId, SegmentState
 from tiering.store.errors import ErrorClass, StoreError
 from tiering.store.keys import MANIFEST_SUFFIX, SegmentKeys, parse_key
-from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
 from tiering.store.protocol import ObjectInfo, ObjectStore
 from tiering.upload.segment import discard_attempt
 
@@ -48,7 +48,7 @@ def read_manifests(store: ObjectStore, listing: Iterable[ObjectInfo]) -> tuple[l
             problems.append(RemoteProblem(info.key, "manifest under a key we do not write: ignored"))
             continue
         try:
-            manifests.append((info.key, parse_manifest(store.get_bytes(info.key), info.key)))
+            manifests.append((info.key, fetch_manifest(store, info.key)))
         except ManifestError as exc:
             problems.append(RemoteProblem(info.key, f"invalid manifest, ignored: {exc}"))
         except StoreError as exc:
@@ -100,7 +100,15 @@ def recover_interrupted(journal: Journal, store: ObjectStore, root_of: Callable[
             continue
         keys = SegmentKeys(root_of(record.id), record.id.base_offset, record.uid)
         if store.head(keys.manifest_key) is not None:
-            manifest = parse_manifest(store.get_bytes(keys.manifest_key), keys.manifest_key)
+            try:
+                manifest = fetch_manifest(store, keys.manifest_key)
+            except ManifestError as exc:
+                # Not a manifest a reader would take, so the segment is not remote. Nothing of
+                # it is deleted (the store's copy is left for an operator, and `verify` lists
+                # it); the segment is uploaded again under a new id.
+                journal.mark_failed(record.id, f"its manifest {keys.manifest_key} is invalid: {exc}", clock.now_ms())
+                settled.append(f"{keys.stem}: invalid manifest left in place ({exc}); the segment is uploaded again")
+                continue
             record_uploaded(journal, manifest, keys.manifest_key, clock.now_ms())
             settled.append(f"{keys.stem}: upload had completed")
             continue

@@ -37,7 +37,7 @@ from tiering.retention.inputs import PartitionView, partition_views
 from tiering.retention.plan import Deletion, RetentionPlan, plan_retention
 from tiering.store.errors import StoreError
 from tiering.store.keys import OBJECT_SUFFIXES, parse_key
-from tiering.store.manifest import ManifestError, parse_manifest
+from tiering.store.manifest import ManifestError, fetch_manifest
 from tiering.store.protocol import ObjectStore
 
 
@@ -117,7 +117,7 @@ class RetentionRunner:
         for record in records:
             if record.state is SegmentState.UPLOADED and record.max_timestamp is None and record.manifest_key:
                 try:
-                    manifest = parse_manifest(self.store.get_bytes(record.manifest_key), record.manifest_key)
+                    manifest = fetch_manifest(self.store, record.manifest_key)
                 except (StoreError, ManifestError) as exc:
                     self.log.warning("cannot read a manifest for its timestamp; time retention skips the segment",
                                      key=record.manifest_key, error=str(exc))
@@ -221,7 +221,7 @@ class RetentionRunner:
             listing = {info.key: info for info in self.store.list_objects(parsed.stem + ".")}
             if key not in listing:
                 return f"its manifest {key} is not in the store"
-            manifest = parse_manifest(self.store.get_bytes(key), key)
+            manifest = fetch_manifest(self.store, key)
         except StoreError as exc:
             return f"the store could not be checked: {exc}"
         except ManifestError as exc:
