@@ -27,6 +27,7 @@ STORE_SYNCED = "store_synced"
 class RemoteProblem:
     key: str
     reason: str
+    unread: bool = False     # the store failed to hand it over: it may be a valid manifest
 
 
 def segment_id(manifest: SegmentManifest) -> SegmentId:
@@ -53,7 +54,7 @@ def read_manifests(store: ObjectStore, listing: Iterable[ObjectInfo]) -> tuple[l
             problems.append(RemoteProblem(info.key, f"invalid manifest, ignored: {exc}"))
         except StoreError as exc:
             if exc.retryable or exc.error_class is ErrorClass.NOT_FOUND:
-                problems.append(RemoteProblem(info.key, f"manifest could not be read: {exc.detail}"))
+                problems.append(RemoteProblem(info.key, f"manifest could not be read: {exc.detail}", unread=True))
             else:
                 raise
     return manifests, problems
@@ -63,6 +64,15 @@ def rebuild_journal(journal: Journal, store: ObjectStore, prefix: str, clock: Cl
     """Import every manifest in the store into a journal that has never seen the store."""
     listing = {info.key: info for info in store.list_objects(prefix)}
     manifests, problems = read_manifests(store, listing.values())
+    unread = [p for p in problems if p.unread]
+    if unread:
+        # A manifest the store did not hand over (a bad moment, or listed and then gone) may
+        # describe a segment still on disk: a journal rebuilt without it would upload that
+        # segment a second time. The rebuild waits for a store that answers.
+        raise StoreError(ErrorClass.RETRYABLE, "rebuild", unread[0].key,
+                         f"{len(unread)} manifest(s) could not be read (the first: "
+                         f"{unread[0].reason.removeprefix('manifest could not be read: ')}); the journal is "
+                         "rebuilt from the store when it answers")
     seen: dict[SegmentId, str] = {}
     for key, manifest in sorted(manifests, key=lambda item: item[1].created_at_ms):
         sid = segment_id(manifest)
