@@ -113,11 +113,13 @@ def recover_interrupted(journal: Journal, store: ObjectStore, root_of: Callable[
             try:
                 manifest = fetch_manifest(store, keys.manifest_key)
             except ManifestError as exc:
-                # Not a manifest a reader would take, so the segment is not remote. Nothing of
-                # it is deleted (the store's copy is left for an operator, and `verify` lists
-                # it); the segment is uploaded again under a new id.
+                # Not a manifest a reader would take, so the segment is not remote (and still on
+                # disk: an `uploading` row is never deleted locally). Failed, the row keeps this
+                # attempt's id: the next upload settles the attempt first (settle_previous
+                # removes an unreadable manifest of ours, then its objects) and uploads again.
                 journal.mark_failed(record.id, f"its manifest {keys.manifest_key} is invalid: {exc}", clock.now_ms())
-                settled.append(f"{keys.stem}: invalid manifest left in place ({exc}); the segment is uploaded again")
+                settled.append(f"{keys.stem}: invalid manifest ({exc}); the attempt is discarded and the segment "
+                               "uploaded again")
                 continue
             record_uploaded(journal, manifest, keys.manifest_key, clock.now_ms())
             settled.append(f"{keys.stem}: upload had completed")
