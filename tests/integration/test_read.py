@@ -10,7 +10,6 @@ import base64
 import dataclasses
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -323,11 +322,23 @@ def test_a_decompression_bomb_through_cat_is_one_line_exit_1_and_bounded_memory(
     config = env.write_config(KEEP_ONLY_ACTIVE)
     assert run_cli("run", "--config", str(config), "--once").returncode == 0
     assert not (env.log_dir / "bomb-0" / "00000000000000000000.log").exists()     # read from the store
-    cat = run_cli("cat", "--config", str(config), "bomb", "0", "--from-offset", "0")
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    cat, peak_mib = _run_measured(env.root, "cat", "--config", str(config), "bomb", "0", "--from-offset", "0")
+    print(f"cat: peak RSS {peak_mib:.0f} MiB")
     assert cat.returncode == 1, cat.stderr
     assert [json.loads(line)["offset"] for line in cat.stdout.splitlines()] == list(range(10))
     lines = cat.stderr.strip().splitlines()
     assert len(lines) == 1 and "batch at offset 10" in lines[0] and "decompress to more than" in lines[0], lines
     assert "Traceback" not in cat.stderr
     assert peak_mib < 256, f"peak RSS {peak_mib:.0f} MiB for a 512 MiB bomb"
+
+
+def _run_measured(workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """The command line in a subprocess, and its own peak RSS in MiB (os.wait4 reports the
+    rusage of that one child, not the maximum over every child this process ever had)."""
+    out, err = workdir / "measured.stdout", workdir / "measured.stderr"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "tiering", *args], stdout=stdout, stderr=stderr,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text()), usage.ru_maxrss / 1024
