@@ -246,9 +246,10 @@ class S3Store:
         try:
             # store_call passes the local disk's errors (ENOSPC...) unchanged: the caller says so
             with store_call("get", key):
-                future.result()
-        except (Cancelled, CancelledError):
-            raise StoreError(ErrorClass.RETRYABLE, "get", key, "cancelled") from None
+                try:
+                    future.result()
+                except (Cancelled, CancelledError):
+                    raise StoreError(ErrorClass.RETRYABLE, "get", key, "cancelled") from None
         finally:
             with self._lock:
                 self._futures.discard(future)
