@@ -143,7 +143,7 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
         say(f"   {report.manifests} manifests, {report.objects} objects, {report.local_copies} local copies "
             f"checked: {len(report.problems)} problems")
         sample = next(m for m in first.uploaded if m.topic != "orders")   # still local too
-        remote = store.get_bytes(sample.object("log").key)
+        remote = store.get_bytes(sample.object("log").key, sample.object("log").size)
         local = (broker.partition_dir(sample.topic, sample.partition) / f"{sample.base_offset:020d}.log").read_bytes()
         say(f"   {sample.object('log').key}: {len(remote)} bytes, byte-identical to the local segment: {remote == local}")
         cold_ok = _show_cold_read(config, broker, say)

@@ -17,7 +17,7 @@ from tiering.clock import Clock
 from tiering.journal import Journal, SegmentId, SegmentState
 from tiering.store.errors import ErrorClass, StoreError
 from tiering.store.keys import OBJECT_SUFFIXES, KeyLayout, ParsedKey, SegmentKeys
-from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
 from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectInfo, ObjectStore
 from tiering.upload.segment import discard_attempt
@@ -29,6 +29,7 @@ STORE_SYNCED = "store_synced"
 class RemoteProblem:
     key: str
     reason: str
+    unread: bool = False     # the store failed to hand it over: it may be a valid manifest
 
 
 def segment_id(manifest: SegmentManifest) -> SegmentId:
@@ -48,12 +49,12 @@ def read_manifests(store: ObjectStore, listing: Iterable[tuple[ParsedKey, Object
         if not parsed.is_manifest:
             continue
         try:
-            manifests.append((info.key, parse_manifest(store.get_bytes(info.key), info.key)))
+            manifests.append((info.key, fetch_manifest(store, info.key)))
         except ManifestError as exc:
             problems.append(RemoteProblem(info.key, f"invalid manifest, ignored: {exc}"))
         except StoreError as exc:
             if exc.retryable or exc.error_class is ErrorClass.NOT_FOUND:
-                problems.append(RemoteProblem(info.key, f"manifest could not be read: {exc.detail}"))
+                problems.append(RemoteProblem(info.key, f"manifest could not be read: {exc.detail}", unread=True))
             else:
                 raise
     return manifests, problems
@@ -65,6 +66,15 @@ def rebuild_journal(journal: Journal, store: ObjectStore, layout: KeyLayout,
     owned = list(owned_objects(store, layout))
     listing = {info.key: info for _, info in owned}
     manifests, problems = read_manifests(store, owned)
+    unread = [p for p in problems if p.unread]
+    if unread:
+        # A manifest the store did not hand over (a bad moment, or listed and then gone) may
+        # describe a segment still on disk: a journal rebuilt without it would upload that
+        # segment a second time. The rebuild waits for a store that answers.
+        raise StoreError(ErrorClass.RETRYABLE, "rebuild", unread[0].key,
+                         f"{len(unread)} manifest(s) could not be read (the first: "
+                         f"{unread[0].reason.removeprefix('manifest could not be read: ')}); the journal is "
+                         "rebuilt from the store when it answers")
     seen: dict[SegmentId, str] = {}
     for key, manifest in sorted(manifests, key=lambda item: item[1].created_at_ms):
         sid = segment_id(manifest)
@@ -102,7 +112,17 @@ def recover_interrupted(journal: Journal, store: ObjectStore, root_of: Callable[
             continue
         keys = SegmentKeys(root_of(record.id), record.id.base_offset, record.uid)
         if store.head(keys.manifest_key) is not None:
-            manifest = parse_manifest(store.get_bytes(keys.manifest_key), keys.manifest_key)
+            try:
+                manifest = fetch_manifest(store, keys.manifest_key)
+            except ManifestError as exc:
+                # Not a manifest a reader would take, so the segment is not remote (and still on
+                # disk: an `uploading` row is never deleted locally). Failed, the row keeps this
+                # attempt's id: the next upload settles the attempt first (settle_previous
+                # removes an unreadable manifest of ours, then its objects) and uploads again.
+                journal.mark_failed(record.id, f"its manifest {keys.manifest_key} is invalid: {exc}", clock.now_ms())
+                settled.append(f"{keys.stem}: invalid manifest ({exc}); the attempt is discarded and the segment "
+                               "uploaded again")
+                continue
             record_uploaded(journal, manifest, keys.manifest_key, clock.now_ms())
             settled.append(f"{keys.stem}: upload had completed")
             continue

@@ -13,12 +13,17 @@ body). For each request it draws, from a seeded generator, whether to pass it on
 `outage(seconds)` answers every request with 503 SlowDown for a while (a store's brownout,
 longer than botocore's own retries last); `fatal` makes it answer every request with one
 refusal (403 AccessDenied, 404 NoSuchBucket) instead. Counts of what it did are kept per kind. Responses are streamed back as raw bytes.
+
+`rule` may also pick one of the malformed answers (ANSWERS) for a request, each an answer
+some S3 implementation gives at its edges: the proxy then fetches the store's whole answer
+on a connection of its own (or makes one up), doctors it, and closes the connection after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import socket
 import struct
 import threading
@@ -28,11 +33,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 FAULTS = ("slowdown", "internal_error", "reset_request", "reset_response", "stall")
+ANSWERS = {
+    "checksum_error": "an error status carrying checksum headers (x-amz-checksum-crc32)",
+    "gone": "a listed key that is gone on GET (404 NoSuchKey)",
+    "short_body": "a body shorter than its Content-Length",
+    "malformed_xml": "malformed XML (a listing cut in half)",
+    "error_in_200": "a 200 with an error document inside (CompleteMultipartUpload)",
+    "no_size": "a listing entry without Size",
+    "no_last_modified": "a listing entry without LastModified, or a HEAD without Last-Modified",
+    "garbage_date": "a garbage date (LastModified, Last-Modified)",
+}
 _REFUSALS = {
     "SlowDown": (503, "Service Unavailable", "Please reduce your request rate."),
     "InternalError": (500, "Internal Server Error", "We encountered an internal error. Please try again."),
     "AccessDenied": (403, "Forbidden", "Access Denied"),
     "NoSuchBucket": (404, "Not Found", "The specified bucket does not exist"),
+    "NoSuchKey": (404, "Not Found", "The specified key does not exist."),
 }
 
 
@@ -141,6 +157,11 @@ class FaultProxy:
                     client_writer.write(_error_response(code))
                     await client_writer.drain()
                     return
+                if kind in ANSWERS:
+                    self.counts[kind] += 1
+                    client_writer.write(await self._malformed(kind, head, headers, client_reader, client_writer))
+                    await client_writer.drain()
+                    return
                 if kind == "stall":
                     self.counts[kind] += 1
                     await asyncio.sleep(self.mix.stall_seconds)
@@ -191,6 +212,74 @@ class FaultProxy:
             pass
         finally:
             client_writer.transport.abort()
+
+    async def _malformed(self, kind: str, head: bytes, headers: dict[str, str], client_reader: asyncio.StreamReader,
+                         client_writer: asyncio.StreamWriter) -> bytes:
+        """The doctored answer to one request (the connection is closed after it)."""
+        if "100-continue" in headers.get("expect", "").lower():
+            client_writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await client_writer.drain()
+        body = b""
+        reader = _body_reader(client_reader, headers)
+        if reader is not None:
+            body = b"".join([piece async for piece in reader])
+        if kind == "gone":
+            return _error_response("NoSuchKey")
+        if kind == "checksum_error":
+            # What rclone's server sent for a key deleted under it: an error with the checksum
+            # headers of a body, which botocore's response-checksum wrapper trips over.
+            return _error_response("NoSuchKey", extra="x-amz-checksum-crc32: AAAAAA==\r\n"
+                                                      "x-amz-checksum-type: FULL_OBJECT\r\n")
+        if kind == "error_in_200":
+            return _error_response("InternalError", status=(200, "OK"))
+        status_line, answer_headers, answer_body = await self._whole_answer(head, body)
+        length = len(answer_body)
+        if kind == "short_body":
+            answer_body = answer_body[: length // 2]
+        elif kind == "malformed_xml":
+            answer_body = answer_body[: length // 2]
+            length = len(answer_body)
+        elif kind == "no_size":
+            answer_body = re.sub(rb"<Size>[^<]*</Size>", b"", answer_body)
+            length = len(answer_body)
+        elif kind == "no_last_modified":
+            answer_body = re.sub(rb"<LastModified>[^<]*</LastModified>", b"", answer_body)
+            length = len(answer_body)
+            answer_headers = [(n, v) for n, v in answer_headers if n.lower() != "last-modified"]
+        elif kind == "garbage_date":
+            answer_body = re.sub(rb"<LastModified>[^<]*</LastModified>", b"<LastModified>the 32nd of Smarch"
+                                                                          b"</LastModified>", answer_body)
+            length = len(answer_body)
+            answer_headers = [(n, "the 32nd of Smarch" if n.lower() == "last-modified" else v)
+                              for n, v in answer_headers]
+        kept = [(n, v) for n, v in answer_headers
+                if n.lower() not in ("content-length", "transfer-encoding", "connection")]
+        if head.startswith(b"HEAD "):
+            length = next((int(v) for n, v in answer_headers if n.lower() == "content-length"), 0)
+        lines = [status_line, *(f"{n}: {v}" for n, v in kept), f"Content-Length: {length}", "Connection: close"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + answer_body
+
+    async def _whole_answer(self, head: bytes, body: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Send one request to the store on a new connection; its whole answer (final status
+        line, headers, de-chunked body)."""
+        lines = head.decode("latin-1").split("\r\n")
+        lines = [lines[0], *(l for l in lines[1:] if l and not l.lower().startswith(("connection:", "expect:"))),
+                 "Connection: close"]
+        reader, writer = await asyncio.open_connection(*self.target)
+        try:
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            await writer.drain()
+            raw = await reader.read(-1)
+        finally:
+            writer.transport.abort()
+        while raw.startswith(b"HTTP/1.1 100"):
+            raw = raw[raw.index(b"\r\n\r\n") + 4:]
+        answer_head, _, answer_body = raw.partition(b"\r\n\r\n")
+        head_lines = answer_head.decode("latin-1").split("\r\n")
+        headers = [(n.strip(), v.strip()) for n, v in (l.split(":", 1) for l in head_lines[1:] if ":" in l)]
+        if any(n.lower() == "transfer-encoding" and "chunked" in v.lower() for n, v in headers):
+            answer_body = _dechunk(answer_body)
+        return head_lines[0], headers, answer_body
 
     def _decide(self) -> str:
         if self.fatal is not None:
@@ -245,12 +334,25 @@ async def _chunked(reader: asyncio.StreamReader):
         yield size_line + await reader.readexactly(size + 2)
 
 
-def _error_response(code: str) -> bytes:
-    status, reason, message = _REFUSALS[code]
+def _error_response(code: str, *, extra: str = "", status: tuple[int, str] | None = None) -> bytes:
+    code_status, reason, message = _REFUSALS[code]
+    if status is not None:
+        code_status, reason = status
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
             f"<RequestId>fault-proxy</RequestId></Error>").encode()
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
+    return (f"HTTP/1.1 {code_status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
+            f"{extra}Connection: close\r\n\r\n").encode() + body
+
+
+def _dechunk(data: bytes) -> bytes:
+    out, position = [], 0
+    while True:
+        end = data.index(b"\r\n", position)
+        size = int(data[position:end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[end + 2:end + 2 + size])
+        position = end + 2 + size + 2
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

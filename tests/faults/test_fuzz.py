@@ -5,6 +5,7 @@ and never accept what breaks its promises. A bounded number of examples runs in 
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
@@ -21,7 +22,8 @@ from tiering.kafka.checkpoints import (CheckpointError, parse_leader_epoch_check
 from tiering.kafka.indexes import CorruptIndex, check_index
 from tiering.kafka.names import DirKind, is_legal_topic, parse_partition_dir, parse_segment_file
 from tiering.store.keys import parse_key
-from tiering.store.manifest import ManifestError, parse_manifest
+from tiering.store.manifest import (MAX_MANIFEST_BYTES, MAX_OBJECT_BYTES, MAX_TIMESTAMP_MS, ManifestError,
+                                    SegmentManifest, parse_manifest)
 
 pytestmark = pytest.mark.faults
 
@@ -89,9 +91,82 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 @given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode())))
 def test_manifest_parser_only_ever_raises_manifest_error(data):
     try:
-        parse_manifest(data, KEYS.manifest_key)
+        assert_in_range(parse_manifest(data, KEYS.manifest_key))
     except ManifestError:
         pass
+
+
+def assert_in_range(parsed: SegmentManifest) -> None:
+    """What every reader of an accepted manifest relies on (os.utime, datetime, the leader-epoch
+    checkpoint, offsets as int64)."""
+    assert 0 <= parsed.partition <= 2**31 - 1
+    assert 0 <= parsed.base_offset <= parsed.end_offset <= 2**63 - 1
+    if parsed.last_batch_offset is not None:
+        assert parsed.base_offset <= parsed.last_batch_offset <= parsed.end_offset
+    assert 0 <= parsed.size_bytes <= MAX_OBJECT_BYTES and all(0 <= o.size <= MAX_OBJECT_BYTES for o in parsed.objects)
+    assert parsed.batch_count >= 0 and parsed.record_count >= 0
+    for ms in (parsed.max_timestamp, parsed.created_at_ms):
+        assert ms == -1 or 0 <= ms <= MAX_TIMESTAMP_MS
+        if ms >= 0:
+            datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)   # raises if out of range
+    previous = None
+    for epoch, start in parsed.leader_epochs:
+        assert 0 <= epoch <= 2**31 - 1 and parsed.base_offset <= start <= parsed.end_offset
+        assert previous is None or (epoch > previous[0] and start > previous[1])
+        previous = (epoch, start)
+    assert all(len(o.crc32c) == 8 and set(o.crc32c) <= set("0123456789abcdef") for o in parsed.objects)
+
+
+big_ints = st.integers(min_value=-2**70, max_value=2**70) | st.sampled_from(
+    [-1, 0, 2**31 - 1, 2**31, 2**63 - 1, 2**63, MAX_TIMESTAMP_MS, MAX_TIMESTAMP_MS + 1, 10**30])
+
+
+@FUZZ
+@given(st.sampled_from(["partition", "base_offset", "end_offset", "last_batch_offset", "size_bytes", "batch_count",
+                        "record_count", "max_timestamp", "created_at_ms", "broker_id"]), big_ints)
+def test_any_number_in_any_field_is_rejected_or_in_range(field, value):
+    doc = json.loads(manifest().to_json())
+    doc[field] = value
+    if field == "size_bytes":
+        doc["objects"][0]["size"] = value      # kept consistent, so the range is what decides
+    try:
+        parsed = parse_manifest(json.dumps(doc).encode(), KEYS.manifest_key)
+    except ManifestError:
+        return
+    assert_in_range(parsed)
+
+
+@FUZZ
+@given(st.lists(st.tuples(big_ints, big_ints), max_size=4))
+def test_any_leader_epochs_are_rejected_or_in_range_and_rising(epochs):
+    doc = json.loads(manifest().to_json())
+    doc["leader_epochs"] = [list(e) for e in epochs]
+    try:
+        parsed = parse_manifest(json.dumps(doc).encode(), KEYS.manifest_key)
+    except ManifestError:
+        return
+    assert_in_range(parsed)
+
+
+@FUZZ
+@given(st.integers(min_value=1, max_value=200_000), st.sampled_from("[{"))
+def test_json_nested_to_any_depth_is_a_manifest_error(depth, bracket):
+    closing = "]" if bracket == "[" else "}"
+    inner = (bracket if bracket == "[" else '{"a":') * depth
+    data = ('{"format_version": ' + inner + ("1" if bracket == "{" else "") + closing * depth + "}").encode()
+    with pytest.raises(ManifestError):
+        parse_manifest(data, KEYS.manifest_key)
+
+
+def test_a_manifest_just_over_the_size_limit_is_refused():
+    doc = json.loads(manifest().to_json())
+    doc["tool_version"] = ""
+    base = len(json.dumps(doc).encode())
+    doc["tool_version"] = "x" * (MAX_MANIFEST_BYTES - base)
+    assert_in_range(parse_manifest(json.dumps(doc).encode(), KEYS.manifest_key))    # at the limit: accepted
+    doc["tool_version"] += "x"
+    with pytest.raises(ManifestError, match="over the"):
+        parse_manifest(json.dumps(doc).encode(), KEYS.manifest_key)
 
 
 @FUZZ
@@ -117,6 +192,7 @@ def test_any_single_field_corruption_is_rejected_or_harmless(field, value):
     except ManifestError:
         return
     assert all(o.key.startswith(KEYS.stem + ".") for o in parsed.objects)
+    assert_in_range(parsed)
 
 
 @FUZZ

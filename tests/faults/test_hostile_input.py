@@ -170,6 +170,7 @@ def test_each_hostile_input_is_one_line_and_skipped_while_every_other_partition_
         new_stem = f"{root}{base:020d}-{uid}"
         bad["uid"], bad["base_offset"] = uid, base
         bad["end_offset"] = bad["last_batch_offset"] = base + 10
+        bad["leader_epochs"] = [[bad["leader_epochs"][0][0], base]]     # in range: only the lie below decides
         for entry in bad["objects"]:
             kind_suffix = entry["key"][len(stem):]
             entry["key"] = new_stem + kind_suffix

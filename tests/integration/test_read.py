@@ -19,8 +19,10 @@ import pytest
 from kafka.record import MemoryRecords
 
 from tests.conftest import run_cli
+from tests.unit.test_batches import bomb_batch
 from tiering.config import load_config
 from tiering.kafka.batches import CODECS
+from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.read import pagecache
 from tiering.read.sources import DIRECT, FADVISE
@@ -304,3 +306,45 @@ def test_a_pool_smaller_than_the_prefetch_window_stays_within_its_slabs(offloade
     assert stats.loads > 50 and stats.prefetched > 0
     # Every prefetch was used, wasted, or is among the (at most 3) slabs still holding one.
     assert 0 <= stats.prefetched - stats.prefetch_used - stats.prefetch_wasted <= stats.slabs
+
+
+def test_a_decompression_bomb_through_cat_is_one_line_exit_1_and_bounded_memory(env):
+    """A 16 KiB zstd batch that expands to 512 MiB, offloaded and read back from the store:
+    refused at the decompression limit, in bounded memory (the peak RSS of `cat`, as the kernel
+    counts it, stays far below the expanded size)."""
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, seed=5)
+    broker.create_topic("bomb", 1)
+    broker.produce("bomb", 0, 10)
+    log = broker.logs[TopicPartition("bomb", 0)]
+    log.append(bomb_batch(log.next_offset, expanded_mib=512), 1, 1_000)
+    broker.produce("bomb", 0, 10)
+    broker.roll("bomb", 0)
+    broker.produce("bomb", 0, 1)
+    broker.close()
+    # A small buffer pool, so the bound below is about decompression, whatever the pool holds.
+    config = env.write_config('\n[read]\nbuffer_pool_bytes = "8MiB"\n' + KEEP_ONLY_ACTIVE)
+    assert run_cli("run", "--config", str(config), "--once").returncode == 0
+    assert not (env.log_dir / "bomb-0" / "00000000000000000000.log").exists()     # read from the store
+    cat, peak_mib = _run_measured(env.root, "cat", "--config", str(config), "bomb", "0", "--from-offset", "0")
+    print(f"cat: peak RSS {peak_mib:.0f} MiB")
+    assert cat.returncode == 1, cat.stderr
+    assert [json.loads(line)["offset"] for line in cat.stdout.splitlines()] == list(range(10))
+    lines = cat.stderr.strip().splitlines()
+    assert len(lines) == 1 and "batch at offset 10" in lines[0] and "decompress to more than" in lines[0], lines
+    assert "Traceback" not in cat.stderr
+    assert peak_mib < 256, f"peak RSS {peak_mib:.0f} MiB for a 512 MiB bomb"
+
+
+def _run_measured(workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """The command line in a subprocess, and its own peak RSS in MiB. A small wrapper process
+    starts it and reads RUSAGE_CHILDREN: measured from the test process itself, the figure
+    would include the test process's own peak (Linux keeps the pre-exec high-water mark of a
+    process spawned with vfork, and pytest with its in-process S3 server is big)."""
+    peak_file = workdir / "measured.peak"
+    wrapper = ("import resource, subprocess, sys\n"
+               "code = subprocess.call(sys.argv[2:])\n"
+               "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+               "sys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", wrapper, str(peak_file), sys.executable, "-m", "tiering", *args],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return result, int(peak_file.read_text()) / 1024

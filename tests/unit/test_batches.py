@@ -1,9 +1,13 @@
 import io
+import struct
 
+import crc32c
 import pytest
+import zstandard
 
-from tiering.kafka.batches import CorruptSegment, parse_header, scan_segment
-from tiering.kafka.records import build_batch, decode_batch
+from tiering.kafka import codecs
+from tiering.kafka.batches import CRC_START, HEADER_SIZE, LOG_OVERHEAD, CorruptSegment, parse_header, scan_segment
+from tiering.kafka.records import build_batch, decode_batch, write_varint
 
 
 def segment(count: int = 5, base: int = 100, codec: str = "none") -> bytes:
@@ -13,6 +17,28 @@ def segment(count: int = 5, base: int = 100, codec: str = "none") -> bytes:
         out += build_batch(offset, records, codec=codec, leader_epoch=i // 2)
         offset += 3
     return out
+
+
+def bomb_batch(base_offset: int = 0, expanded_mib: int = 512) -> bytes:
+    """A valid zstd batch of one record whose value is `expanded_mib` MiB of zeros, compressed as
+    it streams (512 MiB come to about 16 KiB): a decompression bomb."""
+    record = bytearray(b"\x00")                 # attributes
+    for n in (0, 0, -1, expanded_mib << 20):      # timestamp and offset deltas, null key, value length
+        write_varint(n, record)
+    headers = bytearray()
+    write_varint(0, headers)
+    prefix = bytearray()
+    write_varint(len(record) + (expanded_mib << 20) + len(headers), prefix)
+    compressor = zstandard.ZstdCompressor(level=3).compressobj()
+    zeros = bytes(1 << 20)
+    payload = [compressor.compress(bytes(prefix + record))]
+    payload += [compressor.compress(zeros) for _ in range(expanded_mib)]
+    payload += [compressor.compress(bytes(headers)), compressor.flush()]
+    template = build_batch(base_offset, [(1_000, None, b"x", ())], codec="zstd")
+    batch = bytearray(template[:HEADER_SIZE] + b"".join(payload))
+    struct.pack_into(">i", batch, 8, len(batch) - LOG_OVERHEAD)
+    struct.pack_into(">I", batch, 17, crc32c.crc32c(bytes(batch[CRC_START:])))
+    return bytes(batch)
 
 
 def scan(data: bytes, base: int = 100, next_offset: int | None = 115):
@@ -82,6 +108,40 @@ def test_decode_round_trip_every_codec(codec):
     assert header.codec == codec and header.last_offset == 43
     assert [(r.offset, r.timestamp, r.key, r.value, r.headers) for r in decoded] == [
         (42, 5, b"key", b"value" * 40, (("h", b"1"), ("n", None))), (43, 9, None, None, ())]
+
+
+def test_a_decompression_bomb_is_refused_at_the_limit():
+    batch = bomb_batch(expanded_mib=512)
+    assert len(batch) < 32 * 1024
+    assert scan(batch, 0, 1).record_count == 1      # a valid batch: its CRC holds
+    with pytest.raises(codecs.TooLarge, match=f"more than {codecs.MAX_DECOMPRESSED_BYTES} bytes"):
+        decode_batch(batch)
+    assert decode_batch(bomb_batch(expanded_mib=2))[1][0].value == bytes(2 << 20)   # under it: read whole
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_every_codec_stops_at_the_limit_and_keeps_what_fits(codec):
+    data = b"\x00" * (3 << 20)
+    compressed = codecs.compress(codec, data)
+    with pytest.raises(codecs.TooLarge, match=codec):
+        codecs.decompress(codec, compressed, max_bytes=(3 << 20) - 1)
+    assert codecs.decompress(codec, compressed, max_bytes=3 << 20) == data
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_garbage_and_cut_streams_are_codec_errors(codec):
+    compressed = codecs.compress(codec, bytes(range(256)) * 400)
+    with pytest.raises(codecs.CodecError):
+        codecs.decompress(codec, b"not compressed at all" * 3)
+    if codec != "zstd":     # zstd's stream reader does not tell; the record decoder does
+        with pytest.raises(codecs.CodecError):
+            codecs.decompress(codec, compressed[: len(compressed) // 2])
+
+
+def test_negative_leader_epochs_start_no_epoch():
+    data = build_batch(100, [(1, None, b"v", ())], leader_epoch=-1) + build_batch(101, [(2, None, b"v", ())],
+                                                                                    leader_epoch=4)
+    assert scan(data, 100, 102).leader_epochs == ((4, 101),)
 
 
 def test_header_fields():

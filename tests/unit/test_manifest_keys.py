@@ -5,7 +5,8 @@ import pytest
 
 from tiering.kafka.indexes import OFFSET_ENTRY, TIME_ENTRY, CorruptIndex, check_index
 from tiering.store.keys import PartitionPath, parse_key
-from tiering.store.manifest import ManifestError, ObjectEntry, SegmentManifest, parse_manifest
+from tiering.store.manifest import (MAX_MANIFEST_BYTES, MAX_TIMESTAMP_MS, ManifestError, ObjectEntry, SegmentManifest,
+                                    parse_manifest)
 from tiering.upload.retry import RetryPolicy
 
 TOPIC_ID = "4A8VWD3ZTJa4i2ZbnSPb8A"
@@ -63,6 +64,54 @@ def test_manifest_that_escapes_or_lies_is_rejected(mutate, message):
     mutate(doc)
     with pytest.raises(ManifestError, match=message):
         parse_manifest(json.dumps(doc).encode(), keys().manifest_key)
+
+
+def test_deeply_nested_json_is_a_manifest_error_not_a_recursion_error():
+    data = b'{"format_version": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(ManifestError, match="nested too deeply"):
+        parse_manifest(data, keys().manifest_key)
+
+
+def test_a_manifest_over_the_size_limit_is_refused_unparsed():
+    doc = json.loads(manifest().to_json())
+    doc["padding"] = "x" * MAX_MANIFEST_BYTES
+    with pytest.raises(ManifestError, match="over the"):
+        parse_manifest(json.dumps(doc).encode(), keys().manifest_key)
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d.update(max_timestamp=10**30), "max_timestamp"),                   # overflows os.utime
+    (lambda d: d.update(max_timestamp=-2), "max_timestamp"),
+    (lambda d: d.update(created_at_ms=-1), "created_at_ms"),
+    (lambda d: d.update(leader_epochs=[[2**40, 1234], [-3, 1500]]), "leader epoch"),
+    (lambda d: d.update(leader_epochs=[[0, 1234], [-3, 1500]]), "leader epoch"),
+    (lambda d: d.update(leader_epochs=[[0, 1000]]), "leader epoch"),              # starts before the segment
+    (lambda d: d.update(leader_epochs=[[0, 2001]]), "leader epoch"),              # starts after it
+    (lambda d: d.update(leader_epochs=[[2, 1234], [1, 1500]]), "must rise"),
+    (lambda d: d.update(leader_epochs=[[1, 1500], [2, 1500]]), "must rise"),
+    (lambda d: d.update(end_offset=1000, last_batch_offset=None), "end_offset"),   # ends before it begins
+    (lambda d: d.update(end_offset=2**63), "end_offset"),
+    (lambda d: d.update(size_bytes=2**40), "size_bytes"),
+    (lambda d: d["objects"][1].update(size=2**40), "size"),
+    (lambda d: d.update(batch_count=-1), "batch_count"),
+    (lambda d: d.update(record_count=2**64), "record_count"),
+    (lambda d: d.update(broker_id=2**40), "broker_id"),
+])
+def test_numbers_out_of_range_are_rejected(mutate, message):
+    doc = json.loads(manifest().to_json())
+    mutate(doc)
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(json.dumps(doc).encode(), keys().manifest_key)
+
+
+def test_the_edges_of_each_range_are_accepted():
+    doc = json.loads(manifest().to_json())
+    doc.update(max_timestamp=MAX_TIMESTAMP_MS, leader_epochs=[[0, 1234], [2**31 - 1, 2000]], broker_id=None,
+               created_at_ms=0)
+    parsed = parse_manifest(json.dumps(doc).encode(), keys().manifest_key)
+    assert parsed.max_timestamp == MAX_TIMESTAMP_MS and parsed.leader_epochs[-1] == (2**31 - 1, 2000)
+    doc.update(max_timestamp=-1, leader_epochs=[])
+    assert parse_manifest(json.dumps(doc).encode(), keys().manifest_key).max_timestamp == -1
 
 
 def test_manifest_must_match_the_key_it_was_read_from():

@@ -1,9 +1,13 @@
 """Error classification at the store adapter: botocore's own exception types, built directly."""
 
-import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
+import errno
 
-from tiering.store.errors import ErrorClass, classify
+import pytest
+from botocore.exceptions import (ClientError, EndpointConnectionError, IncompleteReadError, NoCredentialsError,
+                                 ReadTimeoutError)
+from s3transfer.exceptions import RetriesExceededError
+
+from tiering.store.errors import ErrorClass, StoreError, classify, store_call
 
 
 def client_error(code: str, status: int) -> ClientError:
@@ -30,5 +34,29 @@ def test_network_credentials_and_not_found():
     assert classify(ReadTimeoutError(endpoint_url="http://x"), "get", "k").retryable
     assert classify(NoCredentialsError(), "put", "k").error_class is ErrorClass.FATAL
     assert classify(client_error("NoSuchKey", 404), "get", "k").error_class is ErrorClass.NOT_FOUND
-    with pytest.raises(ValueError):
-        classify(ValueError("a bug, not a store error"), "put", "k")
+
+
+@pytest.mark.parametrize("raised", [
+    AttributeError("'StreamingChecksumBody' object has no attribute 'strip'"),   # botocore's own bug
+    KeyError("Size"),                                                             # a listing entry without Size
+    ValueError("Unknown string format: \x1b[31mnot a date"),                     # a garbage date
+    RetriesExceededError(IncompleteReadError(actual_bytes=3, expected_bytes=10)),  # truncated bodies
+])
+def test_whatever_a_store_call_raises_leaves_it_as_a_retryable_store_error(raised):
+    with pytest.raises(StoreError) as caught:
+        with store_call("get", "some/key"):
+            raise raised
+    error = caught.value
+    assert error.retryable and error.operation == "get" and error.key == "some/key"
+    assert type(raised).__name__ in str(error) and "\x1b" not in str(error) and "\n" not in str(error)
+
+
+def test_local_disk_errors_and_memory_errors_are_not_the_stores():
+    with pytest.raises(OSError) as caught:
+        with store_call("get", "k"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert not isinstance(caught.value, StoreError)
+    with pytest.raises(MemoryError):
+        with store_call("get", "k"):
+            raise MemoryError()
+    assert classify(ConnectionResetError(errno.ECONNRESET, "reset"), "get", "k").reason == "network"

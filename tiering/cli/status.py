@@ -20,7 +20,7 @@ from tiering.retention.inputs import partition_views
 from tiering.retention.plan import plan_retention
 from tiering.status import PartitionStatus, build_status
 from tiering.store.errors import StoreError
-from tiering.store.manifest import ManifestError, parse_manifest
+from tiering.store.manifest import ManifestError, fetch_manifest
 from tiering.store.owned import owned_objects
 from tiering.units import format_bytes
 from tiering.wiring import open_store
@@ -72,7 +72,7 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
 
     def end_offset_of(key: str) -> int | None:
         try:
-            return parse_manifest(store.get_bytes(key), key).end_offset
+            return fetch_manifest(store, key).end_offset
         except (StoreError, ManifestError):
             return None
 

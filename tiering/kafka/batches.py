@@ -143,7 +143,9 @@ def scan_segment(stream: BinaryIO, size: int, base_offset: int, next_offset: int
         if batch_crc != header.crc:
             raise CorruptSegment(position, f"CRC-32C mismatch in batch at offset {header.base_offset} "
                                            f"(stored {header.crc:08x}, computed {batch_crc:08x})")
-        if not epochs or epochs[-1][0] != header.partition_leader_epoch:
+        # A negative epoch (-1: none, from an old broker) starts no epoch, as in Kafka's
+        # LogSegment.recover; it never goes into a leader-epoch checkpoint.
+        if header.partition_leader_epoch >= 0 and (not epochs or epochs[-1][0] != header.partition_leader_epoch):
             epochs.append((header.partition_leader_epoch, header.base_offset))
         batches += 1
         records += header.record_count

@@ -18,7 +18,7 @@ from tiering.errors import TieringError, UsageError
 from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan
 from tiering.store.keys import KeyLayout
-from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
 from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
@@ -128,9 +128,8 @@ class Catalog:
             cached = self._manifests.get(key)
         if cached is not None:
             return cached
-        data = self.store.get_bytes(key)
         try:
-            manifest = parse_manifest(data, key)
+            manifest = fetch_manifest(self.store, key)
         except ManifestError as exc:
             raise BadRemoteSegment(f"{key}: unusable manifest ({exc}); run 'tiering verify'") from None
         with self._lock:

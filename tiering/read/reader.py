@@ -160,7 +160,7 @@ class TieredReader:
     def _start_position(self, segment: _Segment, offset: int) -> int:
         if segment.remote is not None:
             entry = self.catalog.manifest(segment.remote.manifest_key).object("index")
-            index = self.catalog.store.get_bytes(entry.key) if entry is not None and entry.size else b""
+            index = self.catalog.store.get_bytes(entry.key, entry.size) if entry is not None and entry.size else b""
         else:
             path = dict(segment.local.index_paths).get("index")
             index = _read_quietly(path)
@@ -171,7 +171,7 @@ class TieredReader:
         for segment in segments:
             if segment.remote is not None:
                 entry = self.catalog.manifest(segment.remote.manifest_key).object("txnindex")
-                data = self.catalog.store.get_bytes(entry.key) if entry is not None and entry.size else b""
+                data = self.catalog.store.get_bytes(entry.key, entry.size) if entry is not None and entry.size else b""
             else:
                 data = _read_quietly(dict(segment.local.index_paths).get("txnindex"))
             found += offsets.aborted_transactions(data)

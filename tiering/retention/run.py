@@ -41,7 +41,7 @@ from tiering.retention.inputs import PartitionView, partition_views
 from tiering.retention.plan import Deletion, RetentionPlan, plan_retention
 from tiering.store.errors import StoreError
 from tiering.store.keys import OBJECT_SUFFIXES, KeyLayout
-from tiering.store.manifest import ManifestError, parse_manifest
+from tiering.store.manifest import ManifestError, fetch_manifest
 from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
@@ -134,7 +134,7 @@ class RetentionRunner:
         for record in records:
             if record.state is SegmentState.UPLOADED and record.max_timestamp is None and record.manifest_key:
                 try:
-                    manifest = parse_manifest(self.store.get_bytes(record.manifest_key), record.manifest_key)
+                    manifest = fetch_manifest(self.store, record.manifest_key)
                 except (StoreError, ManifestError) as exc:
                     self.log.warning("cannot read a manifest for its timestamp; time retention skips the segment",
                                      key=record.manifest_key, error=str(exc))
@@ -238,7 +238,7 @@ class RetentionRunner:
             listing = {info.key: info for _, info in owned_objects(self.store, layout, under=parsed.stem + ".")}
             if key not in listing:
                 return f"its manifest {key} is not in the store"
-            manifest = parse_manifest(self.store.get_bytes(key), key)
+            manifest = fetch_manifest(self.store, key)
         except StoreError as exc:
             return f"the store could not be checked: {exc}"
         except ManifestError as exc:

@@ -12,7 +12,7 @@ from tiering.kafka.names import is_internal_topic
 from tiering.rollback.plan import PartitionPlan, plan_partition
 from tiering.store.errors import ErrorClass, StoreError
 from tiering.store.keys import KeyLayout
-from tiering.store.manifest import ManifestError, SegmentManifest, parse_manifest
+from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
 from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
@@ -64,20 +64,22 @@ def gather_plans(store: ObjectStore, scan: LogDirScan, partitions: list[LocalPar
             fetched = list(pool.map(lambda key: (key, _get(store, key)), keys))
             manifests: list[SegmentManifest] = []
             invalid: list[tuple[str, str]] = []
-            for key, data in fetched:
-                if data is None:
+            for key, result in fetched:
+                if result is None:
                     continue   # deleted since the listing (total retention): not there to restore
-                try:
-                    manifests.append(parse_manifest(data, key))
-                except ManifestError as exc:
-                    invalid.append((key, str(exc)))
+                if isinstance(result, ManifestError):
+                    invalid.append((key, str(result)))
+                else:
+                    manifests.append(result)
             plans.append(plan_partition(local, manifests, invalid, log_start))
     return plans
 
 
-def _get(store: ObjectStore, key: str) -> bytes | None:
+def _get(store: ObjectStore, key: str) -> SegmentManifest | ManifestError | None:
     try:
-        return store.get_bytes(key)
+        return fetch_manifest(store, key)
+    except ManifestError as exc:
+        return exc
     except StoreError as exc:
         if exc.error_class is ErrorClass.NOT_FOUND:
             return None

@@ -8,13 +8,16 @@ botocore does not put credentials in its messages, and we only quote codes and m
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import Enum
+from typing import Iterator
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError, ConnectTimeoutError,
                                  EndpointConnectionError, NoCredentialsError, PartialCredentialsError,
                                  ReadTimeoutError, ResponseStreamingError)
 
 from tiering.errors import TieringError
+from tiering.files import LOCAL_DISK_ERRNOS as _LOCAL_DISK_ERRNOS
 
 
 class ErrorClass(Enum):
@@ -98,4 +101,47 @@ def classify(exc: BaseException, operation: str, key: str) -> StoreError:
         return StoreError(ErrorClass.RETRYABLE, operation, key, f"{type(exc).__name__}: {exc}", reason="network")
     if isinstance(exc, BotoCoreError):
         return StoreError(ErrorClass.RETRYABLE, operation, key, f"{type(exc).__name__}: {exc}")
-    raise exc
+    # Anything else raised inside a store call comes from what the store answered (a listing
+    # entry without Size, a HEAD without Last-Modified, a garbage date) or from the client
+    # libraries' own handling of it (botocore's AttributeError on an error status with checksum
+    # headers, s3transfer's RetriesExceededError after truncated bodies). Another attempt may
+    # get a sane answer, and no store answer may crash the process: retryable.
+    return StoreError(ErrorClass.RETRYABLE, operation, key,
+                      f"unexpected answer ({type(exc).__name__} in the S3 client: {_printable(str(exc))})")
+
+
+class ObjectTooLarge(StoreError):
+    """An object bigger than its reader allows (a manifest of 600 MiB is not one we wrote);
+    refused from its Content-Length, before its body is read. Retrying cannot help."""
+
+    def __init__(self, operation: str, key: str, size: int, limit: int):
+        self.size = size
+        self.limit = limit
+        super().__init__(ErrorClass.FATAL, operation, key,
+                         f"object is {size if size >= 0 else 'more than ' + str(limit)} bytes, over the "
+                         f"{limit} this read allows", "it is not what tiering wrote there; inspect or remove it")
+
+
+@contextmanager
+def store_call(operation: str, key: str) -> Iterator[None]:
+    """Wraps every client call of the adapter: whatever it raises leaves as a classified
+    StoreError (the one place that does so). MemoryError and errors of the local disk (an
+    s3transfer download writing our file) are not the store's and pass unchanged."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except MemoryError:
+        raise
+    except OSError as exc:
+        if exc.errno in _LOCAL_DISK_ERRNOS and not isinstance(exc, ConnectionError):
+            raise
+        raise classify(exc, operation, key) from None
+    except Exception as exc:
+        raise classify(exc, operation, key) from None
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """The store's words quoted safely: one line, no terminal escapes, bounded."""
+    cleaned = "".join(c if c.isprintable() else "?" for c in text)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."

@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from tiering.kafka.names import is_legal_topic
+from tiering.store.errors import ObjectTooLarge
 from tiering.store.keys import OBJECT_SUFFIXES, SegmentKeys, parse_key
 
+if TYPE_CHECKING:
+    from tiering.store.protocol import ObjectStore
+
 FORMAT_VERSION = 1
+
+# What a manifest may hold. Ours are 1-3 KiB; anything past 1 MiB at a manifest key is not
+# one, and is refused from its Content-Length without being read.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_OFFSET = 2**63 - 1            # Kafka offsets are int64
+MAX_INT32 = 2**31 - 1             # partitions, leader epochs, broker ids
+# Kafka addresses a segment's files with int32 positions: no .log or index exceeds this.
+MAX_OBJECT_BYTES = 2**31 - 1
+# Timestamps in ms: -1 (none) or 0 to the end of year 9999, which datetime and os.utime
+# (restore sets a segment's mtime from max_timestamp) both accept.
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+NO_TIMESTAMP = -1
 
 
 class ManifestError(ValueError):
@@ -66,12 +83,28 @@ _INT_FIELDS = ("format_version", "partition", "base_offset", "end_offset", "size
                "record_count", "max_timestamp", "created_at_ms")
 
 
+def fetch_manifest(store: ObjectStore, manifest_key: str) -> SegmentManifest:
+    """Read and validate the manifest at `manifest_key`: ManifestError when it is not a
+    valid manifest (too large included), StoreError when the store fails."""
+    try:
+        data = store.get_bytes(manifest_key, MAX_MANIFEST_BYTES)
+    except ObjectTooLarge as exc:
+        raise ManifestError(f"{exc.detail}: not a manifest") from None
+    return parse_manifest(data, manifest_key)
+
+
 def parse_manifest(data: bytes, manifest_key: str) -> SegmentManifest:
-    """Validate a manifest read from `manifest_key`; raises ManifestError."""
+    """Validate a manifest read from `manifest_key`; raises ManifestError (and nothing else,
+    whatever the bytes)."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{len(data)} bytes, over the {MAX_MANIFEST_BYTES} a manifest may have")
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError(f"not JSON: {exc}") from None
+    except RecursionError:
+        # json's C parser recurses per level of nesting; ours have three levels.
+        raise ManifestError("not JSON this tool reads: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ManifestError("not a JSON object")
     if doc.get("format_version") != FORMAT_VERSION:
@@ -84,19 +117,34 @@ def parse_manifest(data: bytes, manifest_key: str) -> SegmentManifest:
             raise ManifestError(f"field {name!r} must be a string")
     if not is_legal_topic(doc["topic"]):
         raise ManifestError(f"illegal topic name {doc['topic']!r}")
-    if doc["partition"] < 0 or doc["base_offset"] < 0 or doc["end_offset"] < doc["base_offset"] - 1:
-        raise ManifestError("partition or offsets out of range")
-    if doc["size_bytes"] < 0:
-        raise ManifestError("negative size")
+    _in_range(doc, "partition", 0, MAX_INT32)
+    _in_range(doc, "base_offset", 0, MAX_OFFSET)
+    _in_range(doc, "end_offset", doc["base_offset"], MAX_OFFSET)
+    _in_range(doc, "size_bytes", 0, MAX_OBJECT_BYTES)
+    _in_range(doc, "batch_count", 0, MAX_OFFSET)
+    _in_range(doc, "record_count", 0, MAX_OFFSET)
+    _in_range(doc, "max_timestamp", NO_TIMESTAMP, MAX_TIMESTAMP_MS)
+    _in_range(doc, "created_at_ms", 0, MAX_TIMESTAMP_MS)
     last = doc.get("last_batch_offset")
     if last is not None and (not _is_int(last) or not doc["base_offset"] <= last <= doc["end_offset"]):
         raise ManifestError(f"last_batch_offset {last!r} outside the segment")
-    if doc.get("broker_id") is not None and not _is_int(doc["broker_id"]):
-        raise ManifestError("broker_id must be an integer or null")
+    if doc.get("broker_id") is not None:
+        _in_range(doc, "broker_id", -MAX_INT32 - 1, MAX_INT32)
     epochs = doc.get("leader_epochs")
     if not isinstance(epochs, list) or not all(
             isinstance(e, list) and len(e) == 2 and all(_is_int(x) for x in e) for e in epochs):
         raise ManifestError("leader_epochs must be a list of [epoch, start offset]")
+    # They go into the partition's leader-epoch checkpoint on a rollback: each a real epoch,
+    # starting inside this segment, epochs and start offsets both rising (as the scan of the
+    # segment found them).
+    previous: list[int] | None = None
+    for epoch, start in epochs:
+        if not 0 <= epoch <= MAX_INT32 or not doc["base_offset"] <= start <= doc["end_offset"]:
+            raise ManifestError(f"leader epoch [{epoch}, {start}] out of range (epochs 0..{MAX_INT32}, start "
+                                f"offsets {doc['base_offset']}..{doc['end_offset']})")
+        if previous is not None and (epoch <= previous[0] or start <= previous[1]):
+            raise ManifestError(f"leader epochs must rise: [{epoch}, {start}] after {previous}")
+        previous = [epoch, start]
 
     parsed_key = parse_key(manifest_key)
     if parsed_key is None or not parsed_key.is_manifest:
@@ -120,8 +168,8 @@ def parse_manifest(data: bytes, manifest_key: str) -> SegmentManifest:
         kinds.add(kind)
         if raw.get("key") != keys.object_key(kind):
             raise ManifestError(f"object key {raw.get('key')!r} is not this segment's {kind} key")
-        if not _is_int(raw.get("size")) or raw["size"] < 0:
-            raise ManifestError(f"object {kind}: size must be a non-negative integer")
+        if not _is_int(raw.get("size")) or not 0 <= raw["size"] <= MAX_OBJECT_BYTES:
+            raise ManifestError(f"object {kind}: size must be an integer in 0..{MAX_OBJECT_BYTES}")
         crc = raw.get("crc32c")
         if not isinstance(crc, str) or len(crc) != 8 or any(c not in "0123456789abcdef" for c in crc):
             raise ManifestError(f"object {kind}: crc32c must be 8 lowercase hex digits")
@@ -141,6 +189,16 @@ def parse_manifest(data: bytes, manifest_key: str) -> SegmentManifest:
         leader_epochs=tuple((e[0], e[1]) for e in epochs), objects=tuple(entries), uid=doc["uid"],
         broker_id=doc.get("broker_id"), created_at_ms=doc["created_at_ms"], tool_version=doc["tool_version"],
     )
+
+
+def _in_range(doc: dict, name: str, low: int, high: int) -> None:
+    if not _is_int(doc.get(name)) or not low <= doc[name] <= high:
+        raise ManifestError(f"field {name!r} must be an integer in {low}..{high}, got {_shown(doc.get(name))}")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _is_int(value: object) -> bool:

@@ -32,7 +32,9 @@ class ObjectStore(Protocol):
         """Store a small object in one request; returns its ETag. The store has checked the
         body's length and checksum when this returns."""
 
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        """A whole object of at most `max_bytes`; a bigger one raises ObjectTooLarge (a
+        StoreError) without being read."""
 
     def get_range_into(self, key: str, start: int, target: memoryview) -> int:
         """Bytes [start, start + len(target)) of an object, read into `target`; returns the
@@ -46,7 +48,9 @@ class ObjectStore(Protocol):
     def head(self, key: str) -> ObjectInfo | None:
         """Size and ETag of an object, or None when there is no such key."""
 
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]: ...
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Fetched page by page as it is consumed: a caller that does not keep every entry
+        holds one page at a time."""
 
     def delete_objects(self, keys: Sequence[str]) -> None: ...
 

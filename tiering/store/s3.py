@@ -15,7 +15,6 @@ from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
-import boto3
 from botocore.config import Config as BotoConfig
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
@@ -24,13 +23,14 @@ from tiering import __version__
 from tiering.config import StoreConfig, UploadConfig
 from tiering.files import LOCAL_DISK_ERRNOS
 from tiering.store.credentials import open_session
-from tiering.store.errors import ErrorClass, StoreError, classify
+from tiering.store.errors import ErrorClass, ObjectTooLarge, StoreError, classify, store_call
 from tiering.store.protocol import MultipartUpload, ObjectInfo
 from tiering.upload.ratelimit import Cancelled, RateLimiter
 
 REQUEST_ATTEMPTS = 5
 DOWNLOAD_PART_BYTES = 8 * 1024 * 1024
 _READINTO_PIECE = 256 * 1024
+_READ_PIECE = 1024 * 1024
 
 
 def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
@@ -147,7 +147,11 @@ class S3Store:
                                                 f"local file vanished during the upload: {exc.filename}")
             except (Cancelled, CancelledError):
                 failure = failure or StoreError(ErrorClass.RETRYABLE, "upload", key, "cancelled: shutting down")
-            except Exception as exc:  # classified below; anything unknown re-raises there
+            except OSError as exc:
+                if exc.errno in LOCAL_DISK_ERRNOS and not isinstance(exc, ConnectionError):
+                    raise   # reading our own file failed: the local disk's problem, not the store's
+                failure = failure or classify(exc, "upload", key)
+            except Exception as exc:  # whatever the transfer raised: classified (store_call's rule)
                 error = classify(exc, "upload", key)
                 if error.error_class is ErrorClass.NOT_FOUND:
                     # Something of this transfer vanished under it (its multipart upload
@@ -166,47 +170,57 @@ class S3Store:
                 self.limiter.charge(len(data))
         except Cancelled:
             raise StoreError(ErrorClass.RETRYABLE, "put", key, "cancelled: shutting down") from None
-        try:
+        with store_call("put", key):
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra)
-        except Exception as exc:
-            raise classify(exc, "put", key) from None
-        return str(response.get("ETag", "")).strip('"')
+            return str(response.get("ETag", "")).strip('"')
 
     def delete_objects(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = keys[start:start + 1000]
-            try:
+            with store_call("delete", batch[0]):
                 response = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
-            except Exception as exc:
-                raise classify(exc, "delete", batch[0]) from None
-            errors = response.get("Errors") or []
-            if errors:
-                first = errors[0]
-                raise StoreError(ErrorClass.RETRYABLE, "delete", first.get("Key", "?"),
-                                 f"{first.get('Code')}: {first.get('Message')} ({len(errors)} keys not deleted)")
+                errors = list(response.get("Errors") or [])
+                if errors:
+                    first = errors[0]
+                    raise StoreError(ErrorClass.RETRYABLE, "delete", first.get("Key", "?"),
+                                     f"{first.get('Code')}: {first.get('Message')} ({len(errors)} keys not deleted)")
 
     def abort_multipart_upload(self, key: str, upload_id: str) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except Exception as exc:
-            error = classify(exc, "abort-multipart", key)
+            with store_call("abort-multipart", key):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except StoreError as error:
             if error.error_class is not ErrorClass.NOT_FOUND:
-                raise error from None
+                raise
 
     # -- reads ------------------------------------------------------------------------------
 
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except Exception as exc:
-            raise classify(exc, "get", key) from None
+    def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        """A whole small object; one bigger than `max_bytes` is refused from its
+        Content-Length, and at most max_bytes + 1 bytes are ever read (a store that
+        understates the length is caught too)."""
+        with store_call("get", key):
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            body = response["Body"]
+            with body:
+                length = response.get("ContentLength")
+                if isinstance(length, int) and length > max_bytes:
+                    raise ObjectTooLarge("get", key, length, max_bytes)
+                data = bytearray()
+                # Until the end of the body (botocore checks the length and any checksum
+                # there), never past max_bytes + 1.
+                while chunk := body.read(min(max_bytes + 1 - len(data), _READ_PIECE)):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise ObjectTooLarge("get", key, -1, max_bytes)
+                return bytes(data)
 
     def get_range_into(self, key: str, start: int, target: memoryview) -> int:
         """Read bytes [start, start + len(target)) of `key` into `target` with one ranged
         GET (straight into the caller's buffer, nothing allocated per chunk); returns how many
         bytes came, fewer only at the end of the object."""
-        try:
+        with store_call("get", key):
             body = self.client.get_object(Bucket=self.bucket, Key=key,
                                           Range=f"bytes={start}-{start + len(target) - 1}")["Body"]
             filled = 0
@@ -220,8 +234,6 @@ class S3Store:
                         break
                     filled += n
             return filled
-        except Exception as exc:
-            raise classify(exc, "get", key) from None
 
     def download_into(self, key: str, target: BinaryIO, size: int,
                       on_bytes: Callable[[int], None] = lambda n: None) -> None:
@@ -233,15 +245,12 @@ class S3Store:
         with self._lock:
             self._futures.add(future)
         try:
-            future.result()
-        except (Cancelled, CancelledError):
-            raise StoreError(ErrorClass.RETRYABLE, "get", key, "cancelled") from None
-        except OSError as exc:
-            if exc.errno in LOCAL_DISK_ERRNOS:
-                raise   # the local disk's problem, not the store's: the caller says so
-            raise classify(exc, "get", key) from None
-        except Exception as exc:
-            raise classify(exc, "get", key) from None
+            # store_call passes the local disk's errors (ENOSPC...) unchanged: the caller says so
+            with store_call("get", key):
+                try:
+                    future.result()
+                except (Cancelled, CancelledError):
+                    raise StoreError(ErrorClass.RETRYABLE, "get", key, "cancelled") from None
         finally:
             with self._lock:
                 self._futures.discard(future)
@@ -259,30 +268,38 @@ class S3Store:
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
-            response = self.client.head_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
-            error = classify(exc, "head", key)
+            with store_call("head", key):
+                response = self.client.head_object(Bucket=self.bucket, Key=key)
+                return ObjectInfo(key, response["ContentLength"], response.get("ETag", "").strip('"'),
+                                  response["LastModified"].timestamp())
+        except StoreError as error:
             if error.error_class is ErrorClass.NOT_FOUND:
                 return None
-            raise error from None
-        return ObjectInfo(key, response["ContentLength"], response.get("ETag", "").strip('"'),
-                          response["LastModified"].timestamp())
+            raise
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield ObjectInfo(item["Key"], item["Size"], item.get("ETag", "").strip('"'),
-                                     item["LastModified"].timestamp())
-        except Exception as exc:
-            raise classify(exc, "list", prefix or "/") from None
+        """Page by page: one page (at most 1,000 entries) is in memory at a time, as long as
+        the caller consumes the listing lazily. An entry without a size or a date fails the
+        listing (retryable): an object's age decides whether the sweep removes it, so a
+        missing one is never guessed."""
+        return self._pages("list", prefix, "list_objects_v2", "Contents", lambda item: ObjectInfo(
+            item["Key"], item["Size"], item.get("ETag", "").strip('"'), item["LastModified"].timestamp()))
 
     def list_multipart_uploads(self, prefix: str) -> Iterator[MultipartUpload]:
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Uploads", []):
-                    yield MultipartUpload(item["Key"], item["UploadId"], item["Initiated"].timestamp())
-        except Exception as exc:
-            raise classify(exc, "list-multipart", prefix or "/") from None
+        return self._pages("list-multipart", prefix, "list_multipart_uploads", "Uploads", lambda item: MultipartUpload(
+            item["Key"], item["UploadId"], item["Initiated"].timestamp()))
+
+    def _pages(self, operation: str, prefix: str, method: str, field: str,
+               entry: Callable[[dict], Any]) -> Iterator[Any]:
+        # The generator is inside store_call only while it fetches and converts a page; what
+        # the caller does with each entry (between yields) is not wrapped, so a bug of ours
+        # there still surfaces as one.
+        with store_call(operation, prefix or "/"):
+            pages = iter(self.client.get_paginator(method).paginate(Bucket=self.bucket, Prefix=prefix))
+        while True:
+            with store_call(operation, prefix or "/"):
+                page = next(pages, None)
+                if page is None:
+                    return
+                entries = [entry(item) for item in page.get(field) or []]
+            yield from entries

@@ -25,7 +25,8 @@ from tiering.kafka.indexes import CorruptIndex, check_index
 from tiering.kafka.logdir import LocalPartition, LocalSegment
 from tiering.store.errors import ErrorClass, StoreError
 from tiering.store.keys import OBJECT_SUFFIXES, PartitionPath, SegmentKeys
-from tiering.store.manifest import FORMAT_VERSION, ManifestError, ObjectEntry, SegmentManifest, parse_manifest
+from tiering.store.manifest import (FORMAT_VERSION, MAX_TIMESTAMP_MS, ManifestError, ObjectEntry, SegmentManifest,
+                                    fetch_manifest, parse_manifest)
 from tiering.store.protocol import ObjectStore
 
 
@@ -108,11 +109,20 @@ def _offload(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int]
             format_version=FORMAT_VERSION, topic=segment.topic, topic_id=target.topic_id,
             partition=segment.partition, base_offset=segment.base_offset, end_offset=segment.next_offset - 1,
             last_batch_offset=summary.last_offset, size_bytes=summary.size, batch_count=summary.batch_count,
-            record_count=summary.record_count, max_timestamp=summary.max_timestamp,
+            # A producer's timestamp past year 9999 reads as "never expires by time" either way;
+            # clamped, the manifest stays inside the range every reader accepts.
+            record_count=summary.record_count, max_timestamp=min(summary.max_timestamp, MAX_TIMESTAMP_MS),
             leader_epochs=summary.leader_epochs, objects=tuple(entries), uid=keys.uid,
             broker_id=target.broker_id, created_at_ms=now_ms(), tool_version=__version__,
         )
-        _put_manifest(store, keys, manifest.to_json())
+        document = manifest.to_json()
+        try:
+            # What readers, rollback and a rebuilt journal will accept: a manifest they would
+            # reject is never made visible (its segment would be remote in name only).
+            parse_manifest(document, keys.manifest_key)
+        except ManifestError as exc:
+            raise BadSegment(f"its manifest would not be valid: {exc}") from None
+        _put_manifest(store, keys, document)
     except UnsettledUpload:
         raise
     except BaseException:
@@ -146,7 +156,7 @@ def settle_previous(store: ObjectStore, keys: SegmentKeys) -> SegmentManifest | 
     try:
         landed = store.head(keys.manifest_key)
         if landed is not None:
-            return parse_manifest(store.get_bytes(keys.manifest_key), keys.manifest_key)
+            return fetch_manifest(store, keys.manifest_key)
     except StoreError as exc:
         raise UnsettledUpload(exc, keys) from None
     except ManifestError:
