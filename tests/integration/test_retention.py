@@ -378,3 +378,37 @@ def test_the_daemon_applies_retention_on_its_interval_and_reports_a_held_lock_on
             holder.kill()
         daemon.stop()
     broker.close()
+
+
+def test_a_segment_without_timestamps_goes_by_its_file_mtime_in_both_tiers(env, s3):
+    """Batches with no timestamp (-1, as Kafka up-converts old produce requests): Kafka's
+    LogSegment.largestTimestamp falls back to the file's mtime, and so does retention here,
+    in the manifest and in both tiers. Before, -1 made `now - (-1)` huge: uploaded and then
+    deleted from the store and the disk in the same pass."""
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=lambda: -1, seed=7)
+    broker.create_topic("legacy", 1)
+    for _ in range(3):
+        broker.produce("legacy", 0, 40, value_size=100)
+        broker.roll("legacy", 0)
+    broker.produce("legacy", 0, 5)
+    broker.checkpoint()
+    bases = local_bases(env.log_dir)
+    now = int(time.time())    # whole seconds: the mtime is compared in ms
+    segments = {s.base_offset: s for s in scan_log_dirs([env.log_dir]).partitions[0].segments}
+    mtimes = {bases[0]: now - 10 * 86400, bases[1]: now - 2 * 86400, bases[2]: now - 600}
+    for base, mtime in mtimes.items():
+        os.utime(segments[base].log_path, (mtime, mtime))
+    config = env.write_config('\n[retention]\nretention_ms = "7d"\nlocal_retention_ms = "1d"\n')
+    result = run_cli("run", "--config", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+
+    manifests = {b: d for (t, _, b), d in remote_manifests(s3).items() if t == "legacy"}
+    # 10 days old by mtime: gone from both tiers; 2 days: gone locally only; 10 minutes: kept.
+    assert sorted(manifests) == [bases[1], bases[2]]
+    assert local_bases(env.log_dir) == bases[2:]
+    for base in (bases[1], bases[2]):
+        assert manifests[base]["max_timestamp"] == int(mtimes[base] * 1000)
+        assert manifests[base]["max_timestamp_source"] == "file-mtime"
+    reasons = sorted((e["base_offset"], e["reason"]) for e in events(result.stdout) if e["event"].startswith("segment deleted"))
+    assert reasons == [(bases[0], "total-time"), (bases[0], "total-time"), (bases[1], "local-time")]
+    broker.close()

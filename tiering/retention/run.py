@@ -112,17 +112,19 @@ class RetentionRunner:
     # -- the store ---------------------------------------------------------------------------
 
     def _fill_max_timestamps(self, records: list[SegmentRecord]) -> list[tuple[SegmentId, int]]:
-        """Rows written before the journal kept timestamps: read them from the manifests once."""
+        """Rows written before the journal kept timestamps, or kept a segment's missing one
+        (-1): read the effective one from the manifests once."""
         learned = []
         for record in records:
-            if record.state is SegmentState.UPLOADED and record.max_timestamp is None and record.manifest_key:
+            if record.state is SegmentState.UPLOADED and (record.max_timestamp is None or record.max_timestamp < 0) \
+                    and record.manifest_key:
                 try:
                     manifest = parse_manifest(self.store.get_bytes(record.manifest_key), record.manifest_key)
                 except (StoreError, ManifestError) as exc:
                     self.log.warning("cannot read a manifest for its timestamp; time retention skips the segment",
                                      key=record.manifest_key, error=str(exc))
                     continue
-                learned.append((record.id, manifest.max_timestamp))
+                learned.append((record.id, manifest.effective_max_timestamp))
         return learned
 
     def _delete_remote(self, plans: list[tuple[PartitionView, RetentionPlan]], work: _Pass) -> None:

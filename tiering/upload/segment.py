@@ -80,8 +80,12 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
         adopted = settle_previous(store, previous)
         if adopted is not None:
             return adopted
-    summary = _check_log(segment)
+    summary, mtime_ms = _check_log(segment)
     small = _small_objects(target, summary)
+    # Kafka's LogSegment.largestTimestamp: the batches' largest timestamp, or the file's
+    # mtime when no batch has one (-1: old produce requests up-converted); its remote segment
+    # metadata takes the same value, so retention in both tiers goes by it.
+    max_timestamp, source = (summary.max_timestamp, "records") if summary.max_timestamp >= 0 else (mtime_ms, "file-mtime")
 
     try:
         store.upload_files([(keys.object_key("log"), segment.log_path)])
@@ -97,9 +101,10 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
             format_version=FORMAT_VERSION, topic=segment.topic, topic_id=target.topic_id,
             partition=segment.partition, base_offset=segment.base_offset, end_offset=segment.next_offset - 1,
             last_batch_offset=summary.last_offset, size_bytes=summary.size, batch_count=summary.batch_count,
-            record_count=summary.record_count, max_timestamp=summary.max_timestamp,
+            record_count=summary.record_count, max_timestamp=max_timestamp,
             leader_epochs=summary.leader_epochs, objects=tuple(entries), uid=keys.uid,
             broker_id=target.broker_id, created_at_ms=now_ms(), tool_version=__version__,
+            max_timestamp_source=source,
         )
         _put_manifest(store, keys, manifest.to_json())
     except UnsettledUpload:
@@ -160,12 +165,14 @@ def discard_attempt(store: ObjectStore, keys: SegmentKeys) -> None:
         pass
 
 
-def _check_log(segment: LocalSegment) -> SegmentSummary:
+def _check_log(segment: LocalSegment) -> tuple[SegmentSummary, int]:
+    """The segment's summary and the file's mtime in ms (Java's File.lastModified) at the scan."""
     assert segment.next_offset is not None
     try:
         with open(segment.log_path, "rb", buffering=0) as stream:
-            size = os.fstat(stream.fileno()).st_size
-            return scan_segment(stream, size, segment.base_offset, segment.next_offset)
+            info = os.fstat(stream.fileno())
+            return scan_segment(stream, info.st_size, segment.base_offset, segment.next_offset), \
+                info.st_mtime_ns // 1_000_000
     except CorruptSegment as exc:
         raise BadSegment(f"corrupt segment {segment.log_path}: {exc}") from None
     except FileNotFoundError:
