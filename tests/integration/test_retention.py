@@ -412,3 +412,26 @@ def test_a_segment_without_timestamps_goes_by_its_file_mtime_in_both_tiers(env, 
     reasons = sorted((e["base_offset"], e["reason"]) for e in events(result.stdout) if e["event"].startswith("segment deleted"))
     assert reasons == [(bases[0], "total-time"), (bases[0], "total-time"), (bases[1], "local-time")]
     broker.close()
+
+
+def test_a_preallocated_active_segment_counts_its_written_bytes_in_both_size_rules(env, s3):
+    """log.preallocate=true: the active file is segment.bytes long; Kafka counts the bytes
+    written, so must the size rules here (before, both tiers deleted segments early)."""
+    clock = Clock()
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=5)
+    broker.create_topic("pre", 1)
+    produce_segments(broker, clock, "pre", [5000] * 4)     # ~10.5 KB each, then ~1 KB active
+    broker.checkpoint()
+    segments = scan_log_dirs([env.log_dir]).partitions[0].segments
+    written = sum(s.size for s in segments)
+    assert 25_000 + segments[0].size <= written < 25_000 + segments[0].size + segments[1].size
+    os.truncate(segments[-1].log_path, 1 << 24)            # preallocated: 16 MiB of zeros after the data
+    config = env.write_config('\n[topics."pre"]\nretention_ms = -1\nretention_bytes = 60000\n'
+                              'local_retention_bytes = 25000\n')
+    result = run_cli("run", "--config", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    deleted = sorted((e["base_offset"], e["reason"]) for e in events(result.stdout)
+                     if e["event"].startswith("segment deleted"))
+    assert deleted == [(segments[0].base_offset, "local-size")]
+    assert len(remote_manifests(s3)) == 4
+    broker.close()

@@ -16,6 +16,7 @@ from tiering.journal import Journal
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.lock import probe_lock
 from tiering.kafka.logdir import scan_log_dirs
+from tiering.kafka.validbytes import valid_bytes
 from tiering.retention.inputs import partition_views
 from tiering.retention.plan import plan_retention
 from tiering.status import PartitionStatus, build_status
@@ -56,7 +57,7 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
     now_ms = int(time.time() * 1000)
     locks = {state.path: probe_lock(state.path) for state in scan.log_dirs}
     plans = {}
-    for view in partition_views(config, scan, records, disabled):
+    for view in partition_views(config, scan, records, disabled, valid_bytes):
         plan = plan_retention(view.input, now_ms)
         if plan.local and view.local_delete == "unlink" and view.local is not None and locks[view.local.log_dir].held:
             plan = replace(plan, local=(), local_keep_from=None,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 
 from tiering.config import Config
 from tiering.journal import SegmentId, SegmentRecord, SegmentState
 from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
-from tiering.kafka.logdir import LocalPartition, LogDirScan, LogDirState
+from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan, LogDirState
 from tiering.retention.plan import Limits, LocalCopy, PartitionInput, RemoteCopy
 
 
@@ -35,8 +36,17 @@ class PartitionView:
         return SegmentId(self.topic, self.topic_id, self.partition, base_offset)
 
 
+# The bytes Kafka counts for the active segment (tiering.kafka.validbytes.valid_bytes reads
+# them; a preallocated file is longer); rolled segments count their file size.
+ActiveSize = Callable[[LocalSegment], int]
+
+
+def _file_size(segment: LocalSegment) -> int:
+    return segment.size
+
+
 def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecord],
-                    disabled: frozenset[str]) -> list[PartitionView]:
+                    disabled: frozenset[str], active_size: ActiveSize = _file_size) -> list[PartitionView]:
     topic_filter = TopicFilter(config.kafka.include, config.kafka.exclude)
     uploaded: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)
     others: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)   # failed, expired
@@ -52,7 +62,7 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
         seen.add(key)
         state = scan.log_dir_state(partition.log_dir)
         views.append(_local_view(config, partition, state, topic_filter, disabled, uploaded.get(key, {}),
-                                 others.get(key, {})))
+                                 others.get(key, {}), active_size))
     for key in sorted(uploaded.keys() - seen):
         topic, topic_id, number = key
         policy = config.retention_for(topic)
@@ -79,7 +89,7 @@ def _remote_copies(remote: dict[int, SegmentRecord]) -> tuple[RemoteCopy, ...]:
 
 def _local_view(config: Config, partition: LocalPartition, state: LogDirState, topic_filter: TopicFilter,
                 disabled: frozenset[str], uploaded: dict[int, SegmentRecord],
-                others: dict[int, SegmentRecord]) -> PartitionView:
+                others: dict[int, SegmentRecord], active_size: ActiveSize = _file_size) -> PartitionView:
     """`others`: the partition's failed and expired rows."""
     policy = config.retention_for(partition.topic)
     problem = partition_reason(partition, state, topic_filter, disabled)
@@ -109,7 +119,8 @@ def _local_view(config: Config, partition: LocalPartition, state: LogDirState, t
             why = "differs from the copy in the store (size or end offset); not deleted"
         else:
             why = "not in the store yet (upload pending)"
-        copies.append(LocalCopy(segment.base_offset, segment.next_offset, segment.size, remote,
+        size = active_size(segment) if segment.is_active else segment.size
+        copies.append(LocalCopy(segment.base_offset, segment.next_offset, size, remote,
                                 record.max_timestamp if remote and record is not None else None, why,
                                 expired.get(segment.base_offset) if not segment.is_active else None))
     return PartitionView(partition.topic, partition.topic_id, partition.partition, partition, state, uploaded,

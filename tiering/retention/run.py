@@ -31,6 +31,7 @@ from tiering.files import fsync_dir
 from tiering.journal import SegmentId, SegmentRecord, SegmentState
 from tiering.kafka.lock import BrokerRunning, broker_stopped
 from tiering.kafka.logdir import LocalSegment, LogDirScan
+from tiering.kafka.validbytes import valid_bytes
 from tiering.observability.metrics import Metrics
 from tiering.retention.admin import AdminError, RecordDeleter
 from tiering.retention.inputs import PartitionView, partition_views
@@ -97,7 +98,7 @@ class RetentionRunner:
             updated = dict(learned)
             records = [_with_timestamp(r, updated.get(r.id)) for r in records]
         now = self.now_ms()
-        views = partition_views(config, scan, records, disabled)
+        views = partition_views(config, scan, records, disabled, valid_bytes)
         plans = [(view, plan_retention(view.input, now)) for view in views]
         work = _Pass()
         self._delete_remote(plans, work)
