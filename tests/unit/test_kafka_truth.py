@@ -90,3 +90,22 @@ def test_a_partly_written_last_batch_is_not_counted(tmp_path):
         f.write(open(active.log_path, "rb").read()[:30])   # the front of a batch header, no body
     assert valid_bytes(_active(tmp_path / "logs")) == written
     broker.close()
+
+
+# -- KRaft's metadata log --------------------------------------------------------------------
+
+def test_a_kraft_metadata_dir_is_ignored_silently(tmp_path):
+    broker = SimulatedBroker(tmp_path / "logs", seed=3)
+    broker.create_topic("orders", 1)
+    broker.produce("orders", 0, 10)
+    metadata = tmp_path / "logs" / "__cluster_metadata-0"
+    metadata.mkdir()
+    for name in ("quorum-state", "00000000000000000000.log", "00000000000000000000.index",
+                 "00000000000000000000.timeindex", "00000000000000004123-0000000002.checkpoint",
+                 "leader-epoch-checkpoint", "partition.metadata"):
+        (metadata / name).write_bytes(b"{}")
+    (tmp_path / "logs" / "bootstrap.checkpoint").write_bytes(b"x")
+    scan = scan_log_dirs([tmp_path / "logs"])
+    assert scan.anomalies == ()
+    assert [p.topic for p in scan.partitions] == ["orders"]
+    broker.close()
