@@ -435,3 +435,25 @@ def test_a_preallocated_active_segment_counts_its_written_bytes_in_both_size_rul
     assert deleted == [(segments[0].base_offset, "local-size")]
     assert len(remote_manifests(s3)) == 4
     broker.close()
+
+
+def test_unlink_takes_the_producer_snapshots_of_the_segments_it_deletes(env, s3):
+    """Kafka's deleteSegments removes the snapshot at each deleted segment's base offset; the
+    one at the new log start (the first segment kept) stays."""
+    clock = Clock()
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=5)
+    broker.create_topic("orders", 1)
+    produce_segments(broker, clock, "orders", [3 * DAY, 2 * DAY, 60_000])
+    broker.checkpoint()
+    directory = broker.partition_dir("orders", 0)
+    bases = local_bases(env.log_dir)
+    snapshots = sorted(int(p.name.split(".")[0]) for p in directory.glob("*.snapshot"))
+    assert snapshots == bases[1:]       # one per roll, at the next segment's base offset
+    (directory / "00000000000000000000.snapshot").write_bytes((directory / f"{bases[1]:020d}.snapshot").read_bytes())
+    config = env.write_config('\n[retention]\nretention_ms = "7d"\nlocal_retention_ms = "1d"\n')
+    result = run_cli("run", "--config", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    assert local_bases(env.log_dir) == bases[2:]
+    left = sorted(int(p.name.split(".")[0]) for p in directory.glob("*.snapshot"))
+    assert left == bases[2:]            # 0 and bases[1] went with their segments
+    broker.close()

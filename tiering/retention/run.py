@@ -31,6 +31,7 @@ from tiering.files import fsync_dir
 from tiering.journal import SegmentId, SegmentRecord, SegmentState
 from tiering.kafka.lock import BrokerRunning, broker_stopped
 from tiering.kafka.logdir import LocalSegment, LogDirScan
+from tiering.kafka.names import segment_file_name
 from tiering.kafka.validbytes import valid_bytes
 from tiering.observability.metrics import Metrics
 from tiering.retention.admin import AdminError, RecordDeleter
@@ -249,6 +250,12 @@ class RetentionRunner:
                 if segment.index_paths:
                     fsync_dir(segment.log_path.parent)   # the index files are gone before the .log goes
                 _unlink(segment.log_path)
+                # As Kafka's deleteSegments (ProducerStateManager.removeAndMarkSnapshotForDeletion
+                # of each deleted segment's base offset): the producer snapshot taken at this
+                # segment's start goes with it; the one at the new log start stays. After the
+                # .log: a crash in between leaves a stale snapshot, which the broker's load
+                # removes (below the log start), never a segment without its snapshot.
+                _unlink(segment.log_path.parent / segment_file_name(segment.base_offset, "snapshot"))
                 fsync_dir(segment.log_path.parent)
             except OSError as exc:
                 self._fail(work, f"{segment.log_path}: cannot delete ({exc.strerror}); check the permissions "
