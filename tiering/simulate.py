@@ -308,7 +308,10 @@ class SimulatedBroker:
         for name, entries in (("replication-offset-checkpoint", hw), ("recovery-point-offset-checkpoint", recovery),
                               ("log-start-offset-checkpoint", start), ("cleaner-offset-checkpoint", cleaner)):
             tmp = self.log_dir / f"{name}.tmp"
-            tmp.write_text(format_offset_checkpoint(entries))
+            # A real broker creates cleaner-offset-checkpoint empty (0 bytes) at start-up and
+            # writes it only once the cleaner has cleaned a log.
+            empty = name == "cleaner-offset-checkpoint" and not entries
+            tmp.write_text("" if empty else format_offset_checkpoint(entries))
             os.replace(tmp, self.log_dir / name)
 
     def close(self) -> None:

@@ -41,7 +41,9 @@ def test_segment_file_names():
 def test_offset_checkpoint_round_trip_and_errors():
     entries = {TopicPartition("orders", 0): 9351, TopicPartition("clicks", 1): 5}
     assert parse_offset_checkpoint(format_offset_checkpoint(entries)) == entries
-    for bad in ("", "1\n0\n", "0\n2\norders 0 1\n", "0\n1\norders zero 1\n", "0\n1\norders 0\n"):
+    # Kafka creates cleaner-offset-checkpoint empty and reads an empty file as no entries.
+    assert parse_offset_checkpoint("") == {}
+    for bad in ("\n", "0\n", "1\n0\n", "0\n2\norders 0 1\n", "0\n1\norders zero 1\n", "0\n1\norders 0\n"):
         with pytest.raises(CheckpointError):
             parse_offset_checkpoint(bad)
 

@@ -20,8 +20,14 @@ class TopicPartition:
 
 
 def parse_offset_checkpoint(text: str) -> dict[TopicPartition, int]:
-    """`0 / N / "topic partition offset" x N` -> {TopicPartition: offset}."""
+    """`0 / N / "topic partition offset" x N` -> {TopicPartition: offset}.
+
+    An empty file has no entries: the broker creates `cleaner-offset-checkpoint` empty at
+    start-up and leaves it so until the cleaner first writes it (Kafka's CheckpointFile reads
+    an empty file as an empty list)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not text:
+        return {}
     if len(lines) < 2:
         raise CheckpointError("expected a version line and an entry count")
     if lines[0] != "0":

@@ -1,0 +1,86 @@
+"""A real Apache Kafka broker for the tests in this directory.
+
+The jars are fetched on demand (tiering.realkafka.fetch, the same code as scripts/fetch-kafka
+and .ci/run), so `pytest` alone is enough on a machine with Java and Maven. Without Java or
+Maven these tests skip with one line saying what to install, except in CI (CI=true), where a
+missing broker fails the run instead: CI must prove the real-broker paths, not skip them.
+
+One broker is shared by the tests of a module (a JVM start costs 5-30 s here); each test uses
+its own topics, state dir and (reset) bucket, and the sidecar's config includes only that
+test's topics.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env
+from tiering.realkafka.broker import Broker, BrokerError
+from tiering.realkafka.fetch import FetchError, fetch, is_fetched, kafka_version
+
+pytestmark = pytest.mark.realkafka
+
+_BROKERS: list[Broker] = []
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"real-broker tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def kafka_libs() -> Path:
+    if shutil.which("java") is None:
+        _unavailable("real-broker tests need Java 17+: apt-get install openjdk-17-jre-headless maven")
+    if shutil.which("mvn") is None and not is_fetched():
+        _unavailable("real-broker tests need Maven to fetch Kafka: apt-get install maven")
+    try:
+        return fetch(quiet=True)
+    except FetchError as e:
+        _unavailable(f"Apache Kafka {kafka_version()} could not be fetched: {e}")
+
+
+def start_broker(workdir: Path, libs: Path, **kwargs) -> Broker:
+    broker = Broker(workdir, libs, **kwargs)
+    _BROKERS.append(broker)
+    try:
+        broker.start()
+    except BrokerError as e:
+        pytest.fail(str(e), pytrace=False)
+    return broker
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(tmp_path_factory, kafka_libs):
+    broker = start_broker(tmp_path_factory.mktemp("broker"), kafka_libs)
+    yield broker
+    broker.stop()
+    if broker.running():
+        broker.kill()
+
+
+@pytest.fixture
+def kenv(tmp_path, s3, s3_endpoint, kafka_broker) -> Env:
+    """The sidecar's Env on the shared broker's log dir (its state and config in this test's dir)."""
+    return Env(tmp_path, s3_endpoint, kafka_broker.log_dir, tmp_path / "state")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for broker in _BROKERS:
+            report.sections.append((f"broker log ({broker.workdir})", broker.tail(60)))
+
+
+def pytest_sessionfinish(session):
+    # A broker left running by an interrupted test is ours to end (by its pid only).
+    for broker in _BROKERS:
+        if broker.running():
+            broker.kill()
