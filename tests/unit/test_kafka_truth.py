@@ -109,3 +109,101 @@ def test_a_kraft_metadata_dir_is_ignored_silently(tmp_path):
     assert scan.anomalies == ()
     assert [p.topic for p in scan.partitions] == ["orders"]
     broker.close()
+
+
+# -- topic configs from Kafka ----------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+from types import MappingProxyType  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.unit.test_retention_plan import NOW, partitions  # noqa: E402
+from tiering.config import parse_config  # noqa: E402
+from tiering.kafka.checkpoints import TopicPartition  # noqa: E402
+from tiering.kafka.logdir import LogDirState  # noqa: E402
+from tiering.kafka.topicconfig import TopicConfig, TopicConfigs, effective_retention  # noqa: E402
+from tiering.retention.plan import PartitionInput, plan_retention  # noqa: E402
+
+TOML = """
+[kafka]
+log_dirs = ["/var/lib/kafka"]
+bootstrap_servers = "127.0.0.1:9092"
+[store]
+bucket = "b"
+[retention]
+local_retention_ms = "1h"
+[topics."orders"]
+retention_ms = "3d"
+"""
+
+
+def _config():
+    import tomllib
+    return parse_config(tomllib.loads(TOML), base_dir=Path("/etc/tiering"))
+
+
+def _kafka(topic: str, **entries) -> TopicConfigs:
+    return TopicConfigs(True, MappingProxyType({topic: TopicConfig(MappingProxyType(
+        {name.replace("_", "."): value for name, value in entries.items()}))}))
+
+
+def test_a_value_the_cluster_states_wins_and_kafkas_builtin_default_leaves_the_toml():
+    configs = _kafka("orders", cleanup_policy=("delete", "DEFAULT_CONFIG"),
+                     retention_ms=("-1", "DYNAMIC_TOPIC_CONFIG"), retention_bytes=("-1", "DEFAULT_CONFIG"),
+                     local_retention_ms=("-2", "DEFAULT_CONFIG"), local_retention_bytes=("1000", "STATIC_BROKER_CONFIG"))
+    r = effective_retention(_config(), "orders", configs)
+    assert (r.retention_ms, r.sources["retention_ms"]) == (-1, "kafka:DYNAMIC_TOPIC_CONFIG")
+    assert (r.local_retention_ms, r.sources["local_retention_ms"]) == (3_600_000, "toml:retention")
+    assert (r.local_retention_bytes, r.sources["local_retention_bytes"]) == (1000, "kafka:STATIC_BROKER_CONFIG")
+    assert r.sources["retention_bytes"] == "default" and r.hold is None
+
+
+def test_the_toml_alone_without_bootstrap_servers_and_a_never_seen_topic_is_held():
+    r = effective_retention(_config(), "orders", TopicConfigs())
+    assert (r.retention_ms, r.sources["retention_ms"]) == (3 * 86_400_000, 'toml:topics."orders"') and r.hold is None
+    held = effective_retention(_config(), "orders", TopicConfigs(True))
+    assert held.hold and "not read from Kafka" in held.hold
+
+
+def test_a_local_limit_above_the_total_one_takes_the_total_value():
+    configs = _kafka("orders", cleanup_policy=("delete", "DEFAULT_CONFIG"), retention_ms=("600000", "DYNAMIC_TOPIC_CONFIG"))
+    r = effective_retention(_config(), "orders", configs)     # TOML local 1 h > Kafka's total 10 min
+    assert r.local_retention_ms == -2 and "above retention_ms" in r.sources["local_retention_ms"]
+
+
+@pytest.mark.parametrize("policy,tiered", [("delete", True), ("compact", False), ("compact,delete", False),
+                                           ("delete, compact", False)])
+def test_compacted_means_cleanup_policy_contains_compact(policy, tiered):
+    configs = _kafka("t", cleanup_policy=(policy, "DYNAMIC_TOPIC_CONFIG"))
+    reason = configs.not_tiered_reason(TopicPartition("t", 0), LogDirState(Path("/x")))
+    assert (reason is None) is tiered
+
+
+def test_the_cleaner_checkpoint_is_the_fallback_only_without_bootstrap_servers():
+    cleaned = LogDirState(Path("/x"), compacted=frozenset({TopicPartition("t", 0)}))
+    assert "cleaner-offset-checkpoint" in TopicConfigs().not_tiered_reason(TopicPartition("t", 0), cleaned)
+    assert TopicConfigs().not_tiered_reason(TopicPartition("u", 0), cleaned) is None
+    # With bootstrap servers, Kafka's word: a delete topic listed there (cleaned once) is tiered,
+    # a topic never described is not.
+    assert _kafka("t", cleanup_policy=("delete", "DEFAULT_CONFIG")).not_tiered_reason(TopicPartition("t", 0), cleaned) is None
+    assert "not read from Kafka" in TopicConfigs(True).not_tiered_reason(TopicPartition("u", 0), cleaned)
+
+
+def test_configs_kept_in_the_journal_read_back_the_same_and_garbage_reads_as_nothing_seen():
+    configs = _kafka("orders", cleanup_policy=("delete", "DEFAULT_CONFIG"), retention_ms=("-1", "DYNAMIC_TOPIC_CONFIG"))
+    configs = TopicConfigs(True, configs.topics, 123)
+    again = TopicConfigs.from_json(configs.to_json())
+    assert dict(again.topics["orders"].entries) == dict(configs.topics["orders"].entries) and again.read_at_ms == 123
+    assert TopicConfigs.from_json("{not json").topics == {}
+
+
+@settings(max_examples=300)
+@given(partitions(), st.text(min_size=1, max_size=30))
+def test_a_held_topic_loses_nothing_in_either_tier(partition, reason):
+    held = PartitionInput(partition.local, partition.remote, partition.limits, local_hold=reason, remote_hold=reason)
+    plan = plan_retention(held, NOW)
+    assert plan.local == () and plan.remote == ()
+    if partition.remote:
+        assert plan.remote_waiting == reason

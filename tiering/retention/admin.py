@@ -6,7 +6,9 @@ by us. Through kafka-python's admin client, a maintained implementation of the p
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Protocol
+from typing import Iterable, Mapping, Protocol
+
+from tiering.kafka.topicconfig import CONFIG_NAMES, ConfigSourceError, Entry
 
 PartitionKey = tuple[str, int]   # (topic, partition)
 
@@ -34,22 +36,7 @@ class KafkaAdminDeleter:
 
     def _admin(self):
         if self._client is None:
-            from kafka import KafkaAdminClient
-            from kafka.errors import KafkaError
-            # The client's own log lines would reach stderr through logging's last-resort
-            # handler; what matters from them is in the AdminError we raise.
-            quiet = logging.getLogger("kafka")
-            quiet.addHandler(logging.NullHandler())
-            quiet.propagate = False
-            try:
-                self._client = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers.split(","),
-                                                client_id="tiering", request_timeout_ms=self.timeout_ms,
-                                                bootstrap_timeout_ms=self.bootstrap_timeout_ms)
-            except KafkaError as exc:
-                raise AdminError(f"kafka.bootstrap_servers {self.bootstrap_servers}: {_describe(exc)}; "
-                                 "check the broker is up and the address is right") from None
-            except ValueError as exc:
-                raise AdminError(f"kafka.bootstrap_servers {self.bootstrap_servers}: {exc}") from None
+            self._client = _admin_client(self.bootstrap_servers, self.timeout_ms, self.bootstrap_timeout_ms)
         return self._client
 
     def delete_records(self, offsets: Mapping[PartitionKey, int]) -> dict[PartitionKey, str | None]:
@@ -66,6 +53,66 @@ class KafkaAdminDeleter:
             except KafkaError as exc:
                 results[(topic, partition)] = _describe(exc)
         return results
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _admin_client(bootstrap_servers: str, timeout_ms: int, bootstrap_timeout_ms: int):
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+    # The client's own log lines would reach stderr through logging's last-resort
+    # handler; what matters from them is in the AdminError we raise.
+    quiet = logging.getLogger("kafka")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="tiering",
+                                request_timeout_ms=timeout_ms, bootstrap_timeout_ms=bootstrap_timeout_ms)
+    except KafkaError as exc:
+        raise AdminError(f"kafka.bootstrap_servers {bootstrap_servers}: {_describe(exc)}; "
+                         "check the broker is up and the address is right") from None
+    except ValueError as exc:
+        raise AdminError(f"kafka.bootstrap_servers {bootstrap_servers}: {exc}") from None
+
+
+class KafkaConfigReader:
+    """The TopicConfigSource adapter: DescribeConfigs for the topics asked about (one request
+    for them all), the tiering-relevant names only, with Kafka's config source of each."""
+
+    def __init__(self, bootstrap_servers: str, timeout_ms: int = 10_000, bootstrap_timeout_ms: int = 5_000):
+        self.bootstrap_servers = bootstrap_servers
+        self.timeout_ms = timeout_ms
+        self.bootstrap_timeout_ms = bootstrap_timeout_ms
+        self._client = None
+
+    def describe(self, topics: Iterable[str]) -> dict[str, dict[str, Entry]]:
+        from kafka.admin import ConfigResource, ConfigResourceType
+        from kafka.errors import KafkaError
+        names = sorted(set(topics))
+        if not names:
+            return {}
+        try:
+            if self._client is None:
+                self._client = _admin_client(self.bootstrap_servers, self.timeout_ms, self.bootstrap_timeout_ms)
+            resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs={n: None for n in CONFIG_NAMES})
+                         for t in names]
+            answer = self._client.describe_configs(resources, config_filter="all")
+        except AdminError as exc:
+            raise ConfigSourceError(str(exc)) from None
+        except KafkaError as exc:
+            self.close()
+            raise ConfigSourceError(f"DescribeConfigs: {_describe(exc)}") from None
+        described: dict[str, dict[str, Entry]] = {}
+        for topic, entries in (answer.get("topic") or {}).items():
+            # kafka-python does not raise for one resource's error (an unknown topic): such a
+            # topic comes back without entries and counts as not read.
+            if topic in names and "cleanup.policy" in entries:
+                described[topic] = {name: (e.get("value"), str(e.get("config_source", "UNKNOWN")))
+                                    for name, e in entries.items() if name in CONFIG_NAMES}
+        return described
 
     def close(self) -> None:
         if self._client is not None:

@@ -77,6 +77,8 @@ class PartitionInput:
     # Why nothing may be deleted locally at all (tiering off for the topic, local_delete =
     # "off", a partition that is never tiered), or None.
     local_hold: str | None = None
+    # Why nothing may be deleted from the store (the topic's config not read from Kafka yet).
+    remote_hold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ def _plan_remote(partition: PartitionInput, now_ms: int) -> tuple[list[Deletion]
     limits = partition.limits
     if not partition.remote:
         return [], None
+    if partition.remote_hold is not None:
+        return [], partition.remote_hold
     highest = partition.remote[-1].end_offset
     only_local = sum(c.size for c in partition.local if c.base_offset > highest)
     excess = sum(r.size for r in partition.remote) + only_local - limits.total_bytes

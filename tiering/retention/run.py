@@ -32,6 +32,7 @@ from tiering.journal import SegmentId, SegmentRecord, SegmentState
 from tiering.kafka.lock import BrokerRunning, broker_stopped
 from tiering.kafka.logdir import LocalSegment, LogDirScan
 from tiering.kafka.names import segment_file_name
+from tiering.kafka.topicconfig import TopicConfigs
 from tiering.kafka.validbytes import valid_bytes
 from tiering.observability.metrics import Metrics
 from tiering.retention.admin import AdminError, RecordDeleter
@@ -93,13 +94,13 @@ class RetentionRunner:
             self._deleter = None
 
     def run(self, config: Config, scan: LogDirScan, records: list[SegmentRecord],
-            disabled: frozenset[str]) -> RetentionReport:
+            disabled: frozenset[str], configs: TopicConfigs = TopicConfigs()) -> RetentionReport:
         learned = self._fill_max_timestamps(records)
         if learned:
             updated = dict(learned)
             records = [_with_timestamp(r, updated.get(r.id)) for r in records]
         now = self.now_ms()
-        views = partition_views(config, scan, records, disabled, valid_bytes)
+        views = partition_views(config, scan, records, disabled, valid_bytes, configs)
         plans = [(view, plan_retention(view.input, now)) for view in views]
         work = _Pass()
         self._delete_remote(plans, work)
