@@ -104,3 +104,45 @@ def test_an_unreachable_broker_is_one_line_and_nothing_is_deleted(env, s3):
     assert local_files(env.log_dir) == files
     assert len(result.stderr.strip().splitlines()) == 1
     broker.close()
+
+
+def test_retention_set_in_kafka_wins_over_the_toml_default_and_status_says_where_each_limit_came_from(env, s3):
+    """Issue 22: retention.ms=-1 set on the topic in Kafka keeps its data in the store past the
+    TOML's 7 d default; a compacted topic (cleanup.policy from Kafka, never cleaned so not in
+    cleaner-offset-checkpoint) is not tiered at all; a topic Kafka does not describe is held."""
+    clock = Clock()
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=2)
+    for topic in ("forever", "connect-configs", "plain", "unknown"):
+        broker.create_topic(topic, 1)
+        produce_segments(broker, clock, topic, [10 * DAY, 9 * DAY])
+    broker.checkpoint()
+    kafka = FakeKafka({"forever": 1, "connect-configs": 1, "plain": 1},
+                      topic_configs={"forever": {"retention.ms": "-1"},
+                                     "connect-configs": {"cleanup.policy": "compact"}})
+    try:
+        config = env.write_config(f'bootstrap_servers = "{kafka.bootstrap}"\n\n[retention]\nretention_ms = "7d"\n')
+        result = run_cli("run", "--config", str(config), "--once")
+        assert result.returncode == 0, result.stderr
+        from tests.integration.test_offload import remote_manifests
+        stored = sorted({t for t, _, _ in remote_manifests(s3)})
+        assert stored == ["forever"]            # plain: uploaded, then expired (10 and 9 d > 7 d)
+        deleted = {(e["topic"], e["reason"]) for e in events(result.stdout) if e["event"].startswith("segment deleted")}
+        assert deleted == {("plain", "total-time")}
+        assert {p.topic: len(p.segments) for p in scan_log_dirs([env.log_dir]).partitions} == {
+            "forever": 3, "connect-configs": 3, "plain": 1, "unknown": 3}
+
+        status = run_cli("status", "--config", str(config), "--json")
+        import json
+        document = json.loads(status.stdout)
+        rows = {r["topic"]: r for r in document["partitions"]}
+        assert rows["forever"]["retention_config"]["retention_ms"] == {"value": -1, "source": "kafka:DYNAMIC_TOPIC_CONFIG"}
+        assert rows["plain"]["retention_config"]["retention_ms"] == {"value": 7 * DAY, "source": "default"}
+        assert not rows["connect-configs"]["tiering_enabled"]
+        assert "cleanup.policy=compact" in rows["connect-configs"]["not_tiered"][0]["reason"]
+        assert "not read from Kafka" in rows["unknown"]["not_tiered"][0]["reason"]
+        assert document["topic_configs"]["from_kafka"] and document["topic_configs"]["error"] is None
+        text = run_cli("status", "--config", str(config))
+        assert "retention_ms=-1 (kafka:DYNAMIC_TOPIC_CONFIG)" in text.stdout
+    finally:
+        kafka.close()
+        broker.close()
