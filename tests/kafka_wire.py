@@ -14,6 +14,7 @@ from typing import Mapping
 
 from kafka.protocol.admin import (DeleteRecordsRequest, DeleteRecordsResponse, DescribeConfigsRequest,
                                   DescribeConfigsResponse)
+from kafka.protocol.consumer import ListOffsetsRequest, ListOffsetsResponse
 from kafka.protocol.metadata import ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse
 
 NODE_ID = 1
@@ -26,10 +27,12 @@ DYNAMIC_TOPIC_CONFIG, DEFAULT_CONFIG = 1, 5
 
 class FakeKafka:
     def __init__(self, partitions: Mapping[str, int], errors: Mapping[tuple[str, int], int] | None = None,
-                 topic_configs: Mapping[str, Mapping[str, str]] | None = None):
+                 topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+                 earliest: Mapping[tuple[str, int], int] | None = None):
         self.partitions = dict(partitions)          # topic -> partition count
         self.topic_configs = {t: dict(c) for t, c in (topic_configs or {}).items()}   # topic overrides
         self.described: list[list[str]] = []
+        self.earliest = dict(earliest or {})       # (topic, partition) -> ListOffsets earliest (0 otherwise)
         self.errors = dict(errors or {})            # (topic, partition) -> Kafka error code
         self.deletes: list[dict[tuple[str, int], int]] = []
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -72,7 +75,8 @@ class FakeKafka:
         if api_key == ApiVersionsRequest.API_KEY:
             request = ApiVersionsRequest.decode(payload, version=version, header=True)
             keys = [ApiVersionsResponse.ApiVersion(api_key=cls.API_KEY, min_version=0, max_version=cls.max_version)
-                    for cls in (ApiVersionsRequest, MetadataRequest, DeleteRecordsRequest, DescribeConfigsRequest)]
+                    for cls in (ApiVersionsRequest, MetadataRequest, DeleteRecordsRequest, DescribeConfigsRequest,
+                                ListOffsetsRequest)]
             response = ApiVersionsResponse(error_code=0, api_keys=keys, throttle_time_ms=0)
         elif api_key == MetadataRequest.API_KEY:
             request = MetadataRequest.decode(payload, version=version, header=True)
@@ -105,6 +109,14 @@ class FakeKafka:
                 results.append(result(error_code=0 if known else 3, error_message=None if known else "unknown topic",
                                       resource_type=resource.resource_type, resource_name=name, configs=configs))
             response = DescribeConfigsResponse(throttle_time_ms=0, results=results)
+        elif api_key == ListOffsetsRequest.API_KEY:
+            request = ListOffsetsRequest.decode(payload, version=version, header=True)
+            topic = ListOffsetsResponse.ListOffsetsTopicResponse
+            response = ListOffsetsResponse(throttle_time_ms=0, topics=[topic(name=t.name, partitions=[
+                topic.ListOffsetsPartitionResponse(partition_index=p.partition_index, error_code=0, timestamp=-1,
+                                                   offset=self.earliest.get((t.name, p.partition_index), 0),
+                                                   leader_epoch=0, old_style_offsets=[])
+                for p in t.partitions]) for t in request.topics])
         elif api_key == DeleteRecordsRequest.API_KEY:
             request = DeleteRecordsRequest.decode(payload, version=version, header=True)
             asked = {(t.name, p.partition_index): p.offset for t in request.topics for p in t.partitions}

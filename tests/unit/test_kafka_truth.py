@@ -207,3 +207,27 @@ def test_a_held_topic_loses_nothing_in_either_tier(partition, reason):
     assert plan.local == () and plan.remote == ()
     if partition.remote:
         assert plan.remote_waiting == reason
+
+
+# -- rollback: --delete-remote waits for the cluster -------------------------------------------
+
+from tiering.rollback import confirm  # noqa: E402
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 10_000), st.one_of(st.none(), st.integers(0, 10_000)), st.one_of(st.none(), st.integers(0, 10_000)))
+def test_store_copies_go_only_when_the_cluster_and_this_replica_both_hold_the_restored_log_start(first, earliest, local):
+    pending = confirm.PendingDeletion("orders", "id", 0, first, 1)
+    decision = confirm.decide(pending, earliest, local)
+    if decision.action == confirm.DELETE:
+        assert earliest == first and (local is None or local == first)
+    if (earliest is not None and earliest > first) or (local is not None and local > first):
+        assert decision.action == confirm.UNDONE and "undone" in decision.reason and "kept" in decision.reason
+    if earliest is None and not (local is not None and local > first):
+        assert decision.action == confirm.WAIT
+
+
+def test_pending_deletions_round_trip_through_the_journal_text():
+    pending = {"orders-0": confirm.PendingDeletion("orders", "id", 0, 0, 5)}
+    assert confirm.load(confirm.dump(pending)) == pending
+    assert confirm.load("[1, 2]") == {} and confirm.load(None) == {}

@@ -124,3 +124,35 @@ def _describe(exc: Exception) -> str:
     text = str(exc)
     name = type(exc).__name__
     return text if name in text else f"{name}: {text}" if text else name
+
+
+class KafkaLogStarts:
+    """ListOffsets earliest (answered by each partition's leader) through kafka-python's
+    consumer: the log start the cluster holds, to confirm a rollback before the store's
+    copies go (tiering.rollback.confirm)."""
+
+    def __init__(self, bootstrap_servers: str, timeout_ms: int = 15_000):
+        self.bootstrap_servers = bootstrap_servers
+        self.timeout_ms = timeout_ms
+
+    def __call__(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
+
+        from tiering.errors import TieringError
+        logging.getLogger("kafka").addHandler(logging.NullHandler())
+        logging.getLogger("kafka").propagate = False
+        try:
+            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap_servers.split(","), client_id="tiering",
+                                     enable_auto_commit=False, request_timeout_ms=self.timeout_ms,
+                                     fetch_max_wait_ms=500)
+        except (KafkaError, ValueError) as exc:
+            raise TieringError(f"kafka.bootstrap_servers {self.bootstrap_servers}: {_describe(exc)}; check the "
+                               "broker is up and the address is right") from None
+        try:
+            answer = consumer.beginning_offsets([TopicPartition(t, p) for t, p in partitions])
+        except KafkaError as exc:
+            raise TieringError(f"ListOffsets on {self.bootstrap_servers}: {_describe(exc)}") from None
+        finally:
+            consumer.close()
+        return {(tp.topic, tp.partition): offset for tp, offset in answer.items() if offset is not None}
