@@ -61,6 +61,9 @@ def decide(pending: PendingDeletion, earliest: int | None, local_start: int | No
         return Decision(UNDONE, f"rollback undone: the cluster's log start is {earliest}, above the restored first "
                                 f"offset {first} (the leader's log start wins on every replica); the store's copies "
                                 "are kept: roll back every replica (see the README), then run this again")
+    if local_start is not None and local_start < first:
+        return Decision(WAIT, f"this broker's log start {local_start} is below the restored first offset {first}; "
+                              "the store's copies are kept")
     if earliest < first:
         return Decision(WAIT, f"the cluster's log start {earliest} is below the restored first offset {first} "
                               "(another replica holds older data); the store's copies are kept")
