@@ -138,3 +138,31 @@ def test_a_segment_of_timestampless_batches_survives_until_its_mtime_says_otherw
             if e["event"] == "segment deleted from the store"] == [(rolled[0], "total-time")]
     assert {m["max_timestamp_source"] for m in manifests.values()} == {"file-mtime"}
     assert all(abs(m["max_timestamp"] - time.time() * 1000) < 600_000 for m in manifests.values())
+
+
+def test_delete_remote_keeps_the_store_copies_until_the_cluster_confirms_the_restored_log_start(kafka_broker, kenv, s3):
+    """Last in this module: it stops and restarts the shared broker."""
+    from tests.realkafka.clients import consume_kafka_python, wait_for_leader
+    bootstrap = kafka_broker.bootstrap
+    rolled = fill(kafka_broker, "rb", local_retention_ms="1000")
+    config = config_for(kenv, kafka_broker, ["rb"], '\n[retention]\nlocal_delete = "kafka-admin"\n')
+    assert run_cli("run", "--once", "--config", str(config)).returncode == 0
+    time.sleep(1.5)
+    assert run_cli("run", "--once", "--config", str(config)).returncode == 0
+    wait_until(lambda: segment_bases(kafka_broker.log_dir, "rb", 0)[0] > 0, 30, "the broker to delete below its log start")
+    stored = remote_manifests(s3, "rb")
+    assert sorted(m["base_offset"] for m in stored.values()) == rolled
+
+    kafka_broker.stop()
+    restore = run_cli("rollback", "--config", str(config), "--topic", "rb", "--confirm", "--delete-remote")
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert "kept until the running cluster confirms log start 0" in restore.stderr
+    assert remote_manifests(s3, "rb") == stored                       # nothing deleted by the restoring command
+    kafka_broker.start()
+    wait_for_leader(bootstrap, "rb", 1)
+    confirmed = run_cli("rollback", "--config", str(config), "--topic", "rb", "--confirm", "--delete-remote")
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert remote_manifests(s3, "rb") == {}
+    assert [e for e in events(confirmed.stdout) if e["event"] == "store copies removed"]
+    assert [r.offset for r in consume_kafka_python(bootstrap, "rb")][:1] == [0]
+    assert len(consume_kafka_python(bootstrap, "rb")) == 300
