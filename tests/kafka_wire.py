@@ -1,6 +1,7 @@
 """A stand-in Kafka broker on a real TCP port, speaking the wire protocol through kafka-python's
 own message classes: it answers ApiVersions, Metadata, DescribeConfigs (each topic's configs as
-the test sets them, Kafka's defaults otherwise) and DeleteRecords and records every
+the test sets them, Kafka's defaults otherwise), ListOffsets (the earliest offset the test
+sets, 0 otherwise) and DeleteRecords and records every
 DeleteRecords it receives as decoded from the bytes on the wire. It holds no log; each
 partition's answer (an error code, or success) is set by the test. The point is to check what
 the real client sends, not to imitate a broker's behaviour."""

@@ -180,7 +180,8 @@ def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, de
               "copy is verified against the manifest and the running cluster confirms the restored log start "
               "(ListOffsets earliest): not in the command that restores; run it again once the broker is up",
               file=out)
-    print("tiering is turned off for the topic(s) first; add --confirm to restore", file=out)
+    print("tiering is turned off for the topic(s) first; add --confirm to restore (a replicated topic: roll back "
+          "every replica, see the README)", file=out)
 
 
 def _row(plan: PartitionPlan, space: DiskSpace) -> tuple[str, ...]:
