@@ -357,6 +357,18 @@ def test_delete_remote_after_a_verified_restore_and_a_disk_space_refusal(env, s3
     assert local_files(env.log_dir) == files and bucket_snapshot(s3) == bucket and tiering_enabled(config, "orders")
 
     clicks = {k: v for k, v in bucket.items() if "/clicks-" in k}
+    # With the cluster known, the dry run names each partition's replica brokers.
+    from tests.kafka_wire import FakeKafka
+    cluster = FakeKafka({"orders": 2, "clicks": 1})
+    try:
+        known = env.root / "known.toml"
+        known.write_text(config.read_text().replace("[kafka]\n", f'[kafka]\nbootstrap_servers = "{cluster.bootstrap}"\n'))
+        dry = run_cli("rollback", "--config", str(known), "--topic", "orders", "--delete-remote")
+        assert dry.returncode == 0, dry.stderr
+        assert "orders-0: replicas on broker(s) 1 (leader 1): this broker only" in dry.stdout
+        assert "not in the command that restores" in dry.stdout
+    finally:
+        cluster.close()
     result = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm", "--delete-remote")
     assert result.returncode == 0, result.stderr
     assert orders_files(env.log_dir) == before

@@ -20,7 +20,8 @@ from tiering.observability.logging import configure_logging
 from tiering.rollback.inputs import Selection, gather_plans, select_partitions
 from tiering.rollback.plan import PartitionPlan
 from tiering.rollback.progress import Progress, ProgressBar, ProgressEvents
-from tiering.retention.admin import KafkaLogStarts
+from tiering.errors import TieringError
+from tiering.retention.admin import KafkaLogStarts, replica_brokers
 from tiering.rollback.run import DiskSpace, Rollback, RollbackReport, disk_space
 from tiering.units import format_bytes, parse_size
 from tiering.upload.ratelimit import RateLimiter
@@ -66,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         plans = gather_plans(store, scan, partitions, config.store.prefix, config.store.hash_prefix)
         if not args.confirm:
-            print_plan(sys.stdout, plans, selection, args.delete_remote)
+            print_plan(sys.stdout, plans, selection, args.delete_remote, _replicas(config, topics))
             return EXIT_OK
         return _confirmed(args, config, store, plans, topics, keep_free, clock)
     finally:
@@ -150,7 +151,19 @@ def _summary(report: RollbackReport, log: Any, on_terminal: bool, topics: list[s
 _COLUMNS = ("PARTITION", "LOG DIR", "SEGMENTS", "BYTES", "OFFSETS", "LOG START", "FREE AFTER")
 
 
-def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, delete_remote: bool) -> None:
+def _replicas(config: Config, topics: list[str]) -> dict | str | None:
+    """Each partition's (leader, replica brokers) from the cluster, the reason it could not be
+    asked, or None without bootstrap servers."""
+    if not config.kafka.bootstrap_servers or not topics:
+        return None
+    try:
+        return replica_brokers(config.kafka.bootstrap_servers, topics)
+    except TieringError as exc:
+        return str(exc)
+
+
+def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, delete_remote: bool,
+               replicas: dict | str | None = None) -> None:
     spaces = disk_space(plans)
     shown = [p for p in plans if p.has_work]
     rows = [_row(p, spaces[p.log_dir]) for p in shown]
@@ -170,6 +183,18 @@ def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, de
             print(f"{plan.name}: refused: {plan.refused}", file=out)
         elif plan.left:
             print(f"{plan.name}: {plan.left}", file=out)
+    if isinstance(replicas, str):
+        print(f"replicas: the cluster could not be asked ({replicas})", file=out)
+    elif replicas is not None:
+        for plan in shown:
+            leader, brokers = replicas.get((plan.topic, plan.partition), (-1, ()))
+            if not brokers:
+                print(f"{plan.name}: the cluster does not list its replicas", file=out)
+                continue
+            todo = ("roll back every one of them (stopped), then start them" if len(brokers) > 1
+                    else "this broker only")
+            print(f"{plan.name}: replicas on broker(s) {', '.join(map(str, brokers))} (leader {leader}): {todo}",
+                  file=out)
     for log_dir in sorted({p.log_dir for p in shown}):
         state = probe_lock(log_dir)
         verdict = "--confirm will refuse until the broker stops" if state.held else "free"

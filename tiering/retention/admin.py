@@ -156,3 +156,28 @@ class KafkaLogStarts:
         finally:
             consumer.close()
         return {(tp.topic, tp.partition): offset for tp, offset in answer.items() if offset is not None}
+
+
+def replica_brokers(bootstrap_servers: str, topics: list[str],
+                    timeout_ms: int = 10_000) -> dict[tuple[str, int], tuple[int, tuple[int, ...]]]:
+    """(leader, replica broker ids) of each partition of `topics`, from the cluster's
+    Metadata; raises TieringError when it cannot be asked."""
+    from kafka.errors import KafkaError
+
+    from tiering.errors import TieringError
+    try:
+        client = _admin_client(bootstrap_servers, timeout_ms, 5_000)
+    except AdminError as exc:
+        raise TieringError(str(exc)) from None
+    try:
+        described = client.describe_topics(topics)
+    except KafkaError as exc:
+        raise TieringError(f"Metadata on {bootstrap_servers}: {_describe(exc)}") from None
+    finally:
+        client.close()
+    found: dict[tuple[str, int], tuple[int, tuple[int, ...]]] = {}
+    for topic in described or ():
+        for partition in topic.get("partitions") or ():
+            found[(topic.get("name") or topic.get("topic"), partition["partition_index"])] = (
+                partition.get("leader_id", -1), tuple(partition.get("replica_nodes") or ()))
+    return found
