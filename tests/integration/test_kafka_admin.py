@@ -146,3 +146,42 @@ def test_retention_set_in_kafka_wins_over_the_toml_default_and_status_says_where
     finally:
         kafka.close()
         broker.close()
+
+
+def test_the_daemon_reads_the_configs_before_retention_and_tiers_what_kafka_says_it_may(env, s3, tmp_path):
+    """The daemon: nothing of a topic is tiered before Kafka describes it; once described
+    (before the first retention pass), a delete topic is offloaded and a compacted one not;
+    the configs are kept in the journal for a restart without the cluster."""
+    from tests.integration.daemon_process import DaemonProcess, wait_for
+    from tests.integration.test_offload import remote_manifests
+    from tiering.demo import free_port
+    from tiering.journal import Journal
+    from tiering.retention.configs import JOURNAL_KEY
+
+    clock = Clock()
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=2)
+    for topic in ("plain", "compacted"):
+        broker.create_topic(topic, 1)
+        produce_segments(broker, clock, topic, [60_000, 1000])
+    broker.checkpoint()
+    kafka = FakeKafka({"plain": 1, "compacted": 1}, topic_configs={"compacted": {"cleanup.policy": "compact"}})
+    port = free_port()
+    config = env.write_config(f'bootstrap_servers = "{kafka.bootstrap}"\n\n[retention]\nlocal_delete = "off"\n')
+    config.write_text(config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{port}"')
+                      + '\n[daemon]\nreconcile_interval_ms = "300ms"\nretention_interval_ms = "500ms"\n')
+    daemon = DaemonProcess(config, tmp_path, port)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: len([k for k in remote_manifests(s3) if k[0] == "plain"]) == 2, 30,
+                 "the daemon did not offload the delete topic")
+        assert not [k for k in remote_manifests(s3) if k[0] == "compacted"]
+    finally:
+        daemon.stop()
+        kafka.close()
+    journal = Journal(env.state_dir)
+    try:
+        kept = journal.get_meta(JOURNAL_KEY)
+    finally:
+        journal.close()
+    assert '"compact"' in kept and '"plain"' in kept
+    broker.close()

@@ -33,7 +33,7 @@ RETENTION_KEYS = {"retention.ms": "retention_ms", "retention.bytes": "retention_
                   "local.retention.ms": "local_retention_ms", "local.retention.bytes": "local_retention_bytes"}
 CONFIG_NAMES = ("cleanup.policy", *RETENTION_KEYS, "remote.storage.enable")
 KAFKA_DEFAULT = "DEFAULT_CONFIG"          # Kafka's built-in default: nobody chose it
-Entry = tuple["str | None", str]          # (value, Kafka's config source name)
+Entry = tuple[str | None, str]             # (value, Kafka's config source name)
 
 
 class ConfigSourceError(Exception):
