@@ -32,7 +32,9 @@ from tiering.kafka.logdir import CLEANER_FILE, HIGH_WATERMARK_FILE, LOG_START_FI
 from tiering.observability.http import HealthServer
 from tiering.observability.metrics import Metrics
 from tiering.observability.sdnotify import Notifier
-from tiering.retention.admin import KafkaAdminDeleter, RecordDeleter
+from tiering.kafka.topicconfig import TopicConfigs, TopicConfigSource
+from tiering.retention.admin import KafkaAdminDeleter, KafkaConfigReader, RecordDeleter
+from tiering.retention.configs import last_seen, read_configs, remember
 from tiering.retention.run import RetentionReport, RetentionRunner, log_blocked, record_report
 from tiering.store.errors import StoreError
 from tiering.store.protocol import ObjectStore
@@ -55,7 +57,8 @@ class Daemon:
                  clock: Clock, log: Any, metrics: Metrics, limiter: RateLimiter, *,
                  notifier: Notifier | None = None, wall: Callable[[], float] = time.time,
                  breaker: BreakerPolicy | None = None,
-                 deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter):
+                 deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter,
+                 config_source_factory: Callable[[str], TopicConfigSource] = KafkaConfigReader):
         self.config_path = config_path
         self.config = config
         self.store = store
@@ -77,6 +80,12 @@ class Daemon:
                                          disabled_now=lambda: read_disabled_topics(config.state.dir))
         self._retainer: threading.Thread | None = None
         self._retention_done: RetentionReport | None = None
+        # Kafka's topic configs: the last ones seen at start, read again before each
+        # retention pass (on the retention thread), kept in the journal by this thread.
+        self._configs: TopicConfigs = last_seen(config, journal)
+        self._configs_read: TopicConfigs | None = None
+        self.config_source_factory = config_source_factory
+        self._config_source: TopicConfigSource | None = None
         self._blocked: set[tuple[str, str]] = set()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -206,6 +215,8 @@ class Daemon:
         if self._retention_done is not None:
             self._record_retention()
         self.retention.close()
+        if self._config_source is not None:
+            self._config_source.close()
         if self.watcher is not None:
             self.watcher.stop()
         if self.http is not None:
@@ -271,7 +282,7 @@ class Daemon:
             self.coordinator.forget(path)
             self._awaiting_hw.discard(path)
             self.log.info("partition dir gone; its backlog dropped", path=str(path))
-        topic_filter = TopicFilter(self.config.kafka.include, self.config.kafka.exclude)
+        topic_filter = TopicFilter(self.config.kafka.include, self.config.kafka.exclude, self._configs)
         for partition in partitions:
             state = self.inventory.states.get(partition.log_dir)
             if state is None:
@@ -322,13 +333,21 @@ class Daemon:
             return
         partitions = tuple(sorted(self.inventory.partitions.values(), key=lambda p: (p.topic, p.partition)))
         scan = LogDirScan(tuple(self.inventory.states.values()), partitions, ())
-        args = (self.config, scan, self.journal.all(), self._disabled)
+        args = (self.config, scan, self.journal.all(), self._disabled, self._configs)
         self._retainer = threading.Thread(target=self._retain, args=args, name="retention", daemon=True)
         self._retainer.start()
 
-    def _retain(self, config: Config, scan: LogDirScan, records: list, disabled: frozenset[str]) -> None:
+    def _retain(self, config: Config, scan: LogDirScan, records: list, disabled: frozenset[str],
+                previous: TopicConfigs) -> None:
         try:
-            report = self.retention.run(config, scan, records, disabled)
+            configs = previous
+            if config.kafka.bootstrap_servers:
+                if self._config_source is None:
+                    self._config_source = self.config_source_factory(config.kafka.bootstrap_servers)
+                topics = {p.topic for p in scan.partitions} | {r.id.topic for r in records}
+                configs = read_configs(config, self._config_source, topics, previous, self.clock.now_ms(), self.log)
+                self._configs_read = configs
+            report = self.retention.run(config, scan, records, disabled, configs)
         except Exception as exc:   # a bug must not kill retention for good; the loop goes on
             self.log.exception("retention pass failed", error=str(exc))
             return
@@ -338,6 +357,13 @@ class Daemon:
     def _record_retention(self) -> None:
         report, self._retention_done = self._retention_done, None
         assert report is not None
+        configs, self._configs_read = self._configs_read, None
+        if configs is not None:
+            remember(self.journal, configs)
+            if configs != self._configs:
+                self._configs = configs
+                # re-plan every partition with what Kafka now says (compaction)
+                self._apply((), self.inventory.partitions.values())
         self.metrics.retention_passes.inc()
         record_report(self.journal, report, self.clock.now_ms())
         blocked = set(report.blocked)

@@ -38,7 +38,7 @@ def segment_id(manifest: SegmentManifest) -> SegmentId:
 
 def record_uploaded(journal: Journal, manifest: SegmentManifest, manifest_key: str, now_ms: int) -> None:
     journal.mark_uploaded(segment_id(manifest), manifest.uid, manifest.end_offset, manifest.size_bytes,
-                          manifest.total_bytes, manifest_key, now_ms, manifest.max_timestamp)
+                          manifest.total_bytes, manifest_key, now_ms, manifest.effective_max_timestamp)
 
 
 def read_manifests(store: ObjectStore, listing: Iterable[tuple[ParsedKey, ObjectInfo]]

@@ -42,6 +42,8 @@ class PartitionStatus:
     local_start_offset: int | None = None       # base offset of the oldest local segment
     remote_start_offset: int | None = None      # base offset of the oldest segment in the store
     retention: RetentionPlan | None = None      # what the next retention pass would do
+    # The topic's effective limits, each {"value", "source"} (kafka:<config source>, toml:..., default)
+    retention_config: dict | None = None
 
     def retention_json(self) -> dict | None:
         plan = self.retention
@@ -64,6 +66,7 @@ class PartitionStatus:
             "not_tiered": [{"base_offset": s.base_offset, "reason": s.reason} for s in self.not_tiered],
             "local_start_offset": self.local_start_offset, "remote_start_offset": self.remote_start_offset,
             "retention": self.retention_json(),
+            "retention_config": self.retention_config,
         }
 
 
@@ -101,8 +104,10 @@ PlanKey = tuple[str, str, int]    # (topic, topic id or "", partition)
 def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[tuple[ParsedKey, ObjectInfo]] | None,
                  topic_filter: TopicFilter, end_offset_of: EndOffsetLookup,
                  plans: dict[PlanKey, RetentionPlan] | None = None,
-                 disabled: frozenset[str] = frozenset()) -> list[PartitionStatus]:
+                 disabled: frozenset[str] = frozenset(),
+                 retention_configs: dict[str, dict] | None = None) -> list[PartitionStatus]:
     plans = plans or {}
+    retention_configs = retention_configs or {}
     remote = group_remote(listing) if listing is not None else {}
     by_partition: dict[tuple[str, int], list[SegmentRecord]] = defaultdict(list)
     for record in records:
@@ -135,7 +140,7 @@ def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[t
             last_error=last_error, not_tiered=tuple(not_tiered),
             local_start_offset=partition.segments[0].base_offset if partition.segments else None,
             remote_start_offset=min(group.segments) if group.segments else None,
-            retention=plans.get(key)))
+            retention=plans.get(key), retention_config=retention_configs.get(partition.topic)))
     for (topic, topic_id, number), group in sorted(remote.items()):
         if (topic, topic_id, number) in seen:
             continue
@@ -145,7 +150,8 @@ def build_status(scan: LogDirScan, records: list[SegmentRecord], listing: list[t
                                     highest_remote_offset=_highest(group, journal, end_offset_of),
                                     tiering_enabled=False, last_error=None,
                                     remote_start_offset=min(group.segments) if group.segments else None,
-                                    retention=plans.get((topic, topic_id, number))))
+                                    retention=plans.get((topic, topic_id, number)),
+                                    retention_config=retention_configs.get(topic)))
     rows.sort(key=lambda r: (r.topic, r.partition, r.topic_id or ""))
     return rows
 

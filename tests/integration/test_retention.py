@@ -379,3 +379,82 @@ def test_the_daemon_applies_retention_on_its_interval_and_reports_a_held_lock_on
             holder.kill()
         daemon.stop()
     broker.close()
+
+
+def test_a_segment_without_timestamps_goes_by_its_file_mtime_in_both_tiers(env, s3):
+    """Batches with no timestamp (-1, as Kafka up-converts old produce requests): Kafka's
+    LogSegment.largestTimestamp falls back to the file's mtime, and so does retention here,
+    in the manifest and in both tiers. Before, -1 made `now - (-1)` huge: uploaded and then
+    deleted from the store and the disk in the same pass."""
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=lambda: -1, seed=7)
+    broker.create_topic("legacy", 1)
+    for _ in range(3):
+        broker.produce("legacy", 0, 40, value_size=100)
+        broker.roll("legacy", 0)
+    broker.produce("legacy", 0, 5)
+    broker.checkpoint()
+    bases = local_bases(env.log_dir)
+    now = int(time.time())    # whole seconds: the mtime is compared in ms
+    segments = {s.base_offset: s for s in scan_log_dirs([env.log_dir]).partitions[0].segments}
+    mtimes = {bases[0]: now - 10 * 86400, bases[1]: now - 2 * 86400, bases[2]: now - 600}
+    for base, mtime in mtimes.items():
+        os.utime(segments[base].log_path, (mtime, mtime))
+    config = env.write_config('\n[retention]\nretention_ms = "7d"\nlocal_retention_ms = "1d"\n')
+    result = run_cli("run", "--config", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+
+    manifests = {b: d for (t, _, b), d in remote_manifests(s3).items() if t == "legacy"}
+    # 10 days old by mtime: gone from both tiers; 2 days: gone locally only; 10 minutes: kept.
+    assert sorted(manifests) == [bases[1], bases[2]]
+    assert local_bases(env.log_dir) == bases[2:]
+    for base in (bases[1], bases[2]):
+        assert manifests[base]["max_timestamp"] == int(mtimes[base] * 1000)
+        assert manifests[base]["max_timestamp_source"] == "file-mtime"
+    reasons = sorted((e["base_offset"], e["reason"]) for e in events(result.stdout) if e["event"].startswith("segment deleted"))
+    assert reasons == [(bases[0], "total-time"), (bases[0], "total-time"), (bases[1], "local-time")]
+    broker.close()
+
+
+def test_a_preallocated_active_segment_counts_its_written_bytes_in_both_size_rules(env, s3):
+    """log.preallocate=true: the active file is segment.bytes long; Kafka counts the bytes
+    written, so must the size rules here (before, both tiers deleted segments early)."""
+    clock = Clock()
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=5)
+    broker.create_topic("pre", 1)
+    produce_segments(broker, clock, "pre", [5000] * 4)     # ~10.5 KB each, then ~1 KB active
+    broker.checkpoint()
+    segments = scan_log_dirs([env.log_dir]).partitions[0].segments
+    written = sum(s.size for s in segments)
+    assert 25_000 + segments[0].size <= written < 25_000 + segments[0].size + segments[1].size
+    os.truncate(segments[-1].log_path, 1 << 24)            # preallocated: 16 MiB of zeros after the data
+    config = env.write_config('\n[topics."pre"]\nretention_ms = -1\nretention_bytes = 60000\n'
+                              'local_retention_bytes = 25000\n')
+    result = run_cli("run", "--config", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    deleted = sorted((e["base_offset"], e["reason"]) for e in events(result.stdout)
+                     if e["event"].startswith("segment deleted"))
+    assert deleted == [(segments[0].base_offset, "local-size")]
+    assert len(remote_manifests(s3)) == 4
+    broker.close()
+
+
+def test_unlink_takes_the_producer_snapshots_of_the_segments_it_deletes(env, s3):
+    """Kafka's deleteSegments removes the snapshot at each deleted segment's base offset; the
+    one at the new log start (the first segment kept) stays."""
+    clock = Clock()
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=5)
+    broker.create_topic("orders", 1)
+    produce_segments(broker, clock, "orders", [3 * DAY, 2 * DAY, 60_000])
+    broker.checkpoint()
+    directory = broker.partition_dir("orders", 0)
+    bases = local_bases(env.log_dir)
+    snapshots = sorted(int(p.name.split(".")[0]) for p in directory.glob("*.snapshot"))
+    assert snapshots == bases[1:]       # one per roll, at the next segment's base offset
+    (directory / "00000000000000000000.snapshot").write_bytes((directory / f"{bases[1]:020d}.snapshot").read_bytes())
+    config = env.write_config('\n[retention]\nretention_ms = "7d"\nlocal_retention_ms = "1d"\n')
+    result = run_cli("run", "--config", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    assert local_bases(env.log_dir) == bases[2:]
+    left = sorted(int(p.name.split(".")[0]) for p in directory.glob("*.snapshot"))
+    assert left == bases[2:]            # 0 and bases[1] went with their segments
+    broker.close()

@@ -199,7 +199,8 @@ def test_the_daemon_leaves_a_rolled_back_topic_alone_until_resume(env, s3, tmp_p
         broker.restart()
         result = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm", "--delete-remote")
         assert result.returncode == 0, result.stderr
-        assert not [k for k in remote_manifests(s3) if k[0] == "orders"]
+        # Never in the restoring command (issue 22): the copies wait for the cluster's word.
+        assert [k for k in remote_manifests(s3) if k[0] == "orders"]
         wait_for(lambda: any(e["event"].startswith("tiering turned off for topic") for e in daemon.events()), 10,
                  "the daemon did not see the rollback")
         passes = daemon.metric("tiering_retention_passes_total")
@@ -230,7 +231,7 @@ def test_the_daemon_leaves_a_rolled_back_topic_alone_until_resume(env, s3, tmp_p
 
         resumed = run_cli("resume", "--config", str(config), "--topic", "orders")
         assert resumed.returncode == 0 and "tiering is on again for topic orders" in resumed.stdout
-        # The restored segments, whose store copies --delete-remote removed, go up again.
+        # New segments go up again; the restored ones were never removed from the store.
         wait_for(lambda: ("orders", 0, orders_next) in remote_manifests(s3) and gone("orders", 0), 20,
                  "resume did not turn tiering back on")
         assert ("orders", 0, 0) in remote_manifests(s3)
@@ -357,9 +358,52 @@ def test_delete_remote_after_a_verified_restore_and_a_disk_space_refusal(env, s3
     assert local_files(env.log_dir) == files and bucket_snapshot(s3) == bucket and tiering_enabled(config, "orders")
 
     clicks = {k: v for k, v in bucket.items() if "/clicks-" in k}
+    # With the cluster known, the dry run names each partition's replica brokers.
+    from tests.kafka_wire import FakeKafka
+    cluster = FakeKafka({"orders": 2, "clicks": 1})
+    try:
+        known = env.root / "known.toml"
+        known.write_text(config.read_text().replace("[kafka]\n", f'[kafka]\nbootstrap_servers = "{cluster.bootstrap}"\n'))
+        dry = run_cli("rollback", "--config", str(known), "--topic", "orders", "--delete-remote")
+        assert dry.returncode == 0, dry.stderr
+        assert "orders-0: replicas on broker(s) 1 (leader 1): this broker only" in dry.stdout
+        assert "not in the command that restores" in dry.stdout
+    finally:
+        cluster.close()
     result = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm", "--delete-remote")
     assert result.returncode == 0, result.stderr
     assert orders_files(env.log_dir) == before
+    # The restoring command deletes nothing from the store (issue 22): the broker is stopped,
+    # and a follower adopts the leader's log start when it comes back.
+    assert bucket_snapshot(s3) == bucket
+    assert "orders-0: the store's copies are kept until the running cluster confirms log start 0" in result.stderr
+
+    # Run again with no cluster to ask: nothing deleted, said so, exit 1.
+    again = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm", "--delete-remote")
+    assert again.returncode == 1 and bucket_snapshot(s3) == bucket
+    assert "kafka.bootstrap_servers" in again.stdout and "store's copies are kept" in again.stderr
+
+    # The cluster says the log start moved up again (a follower took the leader's): undone,
+    # loudly, the copies kept.
+    from tests.kafka_wire import FakeKafka
+    kafka = FakeKafka({"orders": 2, "clicks": 1}, earliest={("orders", 0): 221, ("orders", 1): 0})
+    try:
+        config = env.write_config(f'bootstrap_servers = "{kafka.bootstrap}"\n' + OFFLOAD_ALL)
+        undone = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm", "--delete-remote")
+        assert undone.returncode == 1
+        assert "orders-0: rollback undone: the cluster's log start is 221, above the restored first offset 0" \
+            in undone.stderr
+        assert [e for e in events(undone.stdout) if e["event"] == "rollback undone by Kafka; store copies kept"]
+        remaining = bucket_snapshot(s3)
+        assert [k for k in remaining if "/orders-" in k and "/0/" in k] == [k for k in bucket if "/orders-" in k
+                                                                             and "/0/" in k]
+        assert not [k for k in remaining if "/orders-" in k and "/1/" in k]      # orders-1 confirmed: gone
+        kafka.earliest[("orders", 0)] = 0                                           # all replicas rolled back
+        result = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm", "--delete-remote")
+        assert result.returncode == 0, result.stderr
+    finally:
+        kafka.close()
+    config = env.write_config(OFFLOAD_ALL)
     remaining = bucket_snapshot(s3)
     assert not [k for k in remaining if "/orders-" in k]          # manifests and data of orders: gone
     assert {k: v for k, v in remaining.items() if "/clicks-" in k} == clicks

@@ -11,7 +11,6 @@ import itertools
 import os
 import re
 import time
-import zlib
 from pathlib import Path
 
 import boto3

@@ -18,7 +18,9 @@ def partitions(draw):
     count = draw(st.integers(1, 12))
     remote_only = draw(st.integers(0, 6))
     sizes = draw(st.lists(st.integers(1, 1000), min_size=remote_only + count, max_size=remote_only + count))
-    stamps = draw(st.lists(st.integers(0, NOW), min_size=remote_only + count, max_size=remote_only + count))
+    # -1: a timestamp never resolved (a manifest that could not say): never expires by time.
+    stamps = draw(st.lists(st.one_of(st.integers(0, NOW), st.just(-1)), min_size=remote_only + count,
+                           max_size=remote_only + count))
     uploaded = draw(st.lists(st.booleans(), min_size=count, max_size=count))
     # The oldest local copies may be ones total retention already removed from the store.
     expired = draw(st.integers(0, count - 1))
@@ -81,7 +83,7 @@ def test_every_deletion_has_its_reason_and_sizes_never_go_below_the_limit(partit
         local_left -= deletion.size
         copy = next(c for c in partition.local if c.base_offset == deletion.base_offset)
         if deletion.reason == LOCAL_TIME:
-            assert limits.local_ms >= 0 and NOW - copy.max_timestamp > limits.local_ms
+            assert limits.local_ms >= 0 and copy.max_timestamp >= 0 and NOW - copy.max_timestamp > limits.local_ms
         elif deletion.reason == LOCAL_SIZE:
             assert limits.local_bytes >= 0 and local_left >= limits.local_bytes
         else:
@@ -92,7 +94,7 @@ def test_every_deletion_has_its_reason_and_sizes_never_go_below_the_limit(partit
         total_left -= deletion.size
         segment = next(r for r in partition.remote if r.base_offset == deletion.base_offset)
         if deletion.reason == TOTAL_TIME:
-            assert limits.total_ms >= 0 and NOW - segment.max_timestamp > limits.total_ms
+            assert limits.total_ms >= 0 and 0 <= segment.max_timestamp <= NOW - limits.total_ms
         else:
             assert deletion.reason == TOTAL_SIZE
             assert limits.total_bytes >= 0 and total_left >= limits.total_bytes
@@ -109,7 +111,7 @@ def test_the_walk_stops_only_at_a_segment_that_must_stay(partition):
         highest = partition.remote[-1].end_offset
         total_left = (sum(r.size for r in partition.remote[len(plan.remote):])
                       + sum(c.size for c in partition.local if c.base_offset > highest))
-        assert not (limits.total_ms >= 0 and NOW - kept.max_timestamp > limits.total_ms)
+        assert not (limits.total_ms >= 0 and 0 <= kept.max_timestamp <= NOW - limits.total_ms)
         assert not (limits.total_bytes >= 0 and total_left - kept.size >= limits.total_bytes)
         assert plan.remote_waiting
     if len(plan.local) < len(partition.local):
@@ -117,7 +119,7 @@ def test_the_walk_stops_only_at_a_segment_that_must_stay(partition):
         assert plan.local_waiting
         if kept.remote and not kept.active:
             local_left = sum(c.size for c in partition.local[len(plan.local):])
-            assert not (limits.local_ms >= 0 and NOW - kept.max_timestamp > limits.local_ms)
+            assert not (limits.local_ms >= 0 and kept.max_timestamp >= 0 and NOW - kept.max_timestamp > limits.local_ms)
             assert not (limits.local_bytes >= 0 and local_left - kept.size >= limits.local_bytes)
             assert kept.base_offset not in {d.base_offset for d in plan.remote}
 
@@ -186,3 +188,28 @@ def test_an_expired_segment_not_yet_in_the_store_stops_local_deletion_with_the_r
     plan = plan_retention(PartitionInput(local, remote, Limits.of(-1, 100, -1, -1)), NOW)
     assert plan.local == ()
     assert plan.local_waiting == "segment 0: failed: corrupt segment (local-size would delete it)"
+
+
+def test_time_expiry_at_the_exact_millisecond_is_kafkas_in_each_tier():
+    """Locally `now - largest > limit` (UnifiedLog), in the store `largest <= now - limit`
+    (RemoteLogManager): at exactly `limit` old, the store's copy goes and the local one stays."""
+    limit = 3_600_000
+    def plan_at(age):
+        stamp = NOW - age
+        local = (LocalCopy(0, 10, 100, True, stamp), LocalCopy(10, None, 10))
+        return plan_retention(PartitionInput(local, (RemoteCopy(0, 9, 100, stamp),), Limits.of(limit, -1, -1, -1)),
+                              NOW), plan_retention(
+            PartitionInput(local, (RemoteCopy(0, 9, 100, stamp),), Limits.of(-1, -1, limit, -1)), NOW)
+    local_only, total = plan_at(limit - 1)
+    assert local_only.local == () and total.remote == ()
+    local_only, total = plan_at(limit)
+    assert local_only.local == ()                                        # Kafka: > limit
+    assert [(d.base_offset, d.reason) for d in total.remote] == [(0, TOTAL_TIME)]   # Kafka: <=
+    local_only, total = plan_at(limit + 1)
+    assert [(d.base_offset, d.reason) for d in local_only.local] == [(0, LOCAL_TIME)]
+
+
+def test_a_segment_whose_timestamp_is_unknown_never_expires_by_time():
+    local = (LocalCopy(0, 10, 100, True, -1), LocalCopy(10, None, 10))
+    plan = plan_retention(PartitionInput(local, (RemoteCopy(0, 9, 100, -1),), Limits.of(0, -1, 0, -1)), NOW)
+    assert plan.local == () and plan.remote == ()

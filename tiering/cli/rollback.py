@@ -20,6 +20,8 @@ from tiering.observability.logging import configure_logging
 from tiering.rollback.inputs import Selection, gather_plans, select_partitions
 from tiering.rollback.plan import PartitionPlan
 from tiering.rollback.progress import Progress, ProgressBar, ProgressEvents
+from tiering.errors import TieringError
+from tiering.retention.admin import KafkaLogStarts, replica_brokers
 from tiering.rollback.run import DiskSpace, Rollback, RollbackReport, disk_space
 from tiering.units import format_bytes, parse_size
 from tiering.upload.ratelimit import RateLimiter
@@ -37,7 +39,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--partition", type=int, help="only this partition of --topic")
     parser.add_argument("--confirm", action="store_true", help="do it (without: print the plan, change nothing)")
     parser.add_argument("--delete-remote", action="store_true",
-                        help="remove the store's copies once every restored file is verified")
+                        help="remove the store's copies once every restored file is verified and the running cluster "
+                             "confirms the restored log start (run again after the broker is up)")
     parser.add_argument("--keep-free", default=DEFAULT_KEEP_FREE, metavar="SIZE",
                         help=f"refuse unless this much disk stays free after the restore (default {DEFAULT_KEEP_FREE})")
     return parser
@@ -64,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         plans = gather_plans(store, scan, partitions, config.store.prefix, config.store.hash_prefix)
         if not args.confirm:
-            print_plan(sys.stdout, plans, selection, args.delete_remote)
+            print_plan(sys.stdout, plans, selection, args.delete_remote, _replicas(config, topics))
             return EXIT_OK
         return _confirmed(args, config, store, plans, topics, keep_free, clock)
     finally:
@@ -96,7 +99,8 @@ def _confirmed(args: argparse.Namespace, config: Config, store: Any, plans: list
     command = " ".join(["tiering rollback", *(["--all"] if args.all else ["--topic", args.topic]),
                         *(["--partition", str(args.partition)] if args.partition is not None else [])])
     try:
-        report = rollback.run(plans, topics, keep_free, args.delete_remote, progress_for, command)
+        earliest = KafkaLogStarts(config.kafka.bootstrap_servers) if config.kafka.bootstrap_servers else None
+        report = rollback.run(plans, topics, keep_free, args.delete_remote, progress_for, command, earliest)
     finally:
         for bar in bars:
             bar.close()
@@ -104,13 +108,18 @@ def _confirmed(args: argparse.Namespace, config: Config, store: Any, plans: list
             event.close()
         journal.close()
     _summary(report, log, on_terminal, topics)
-    for line in report.failures:
+    for line in report.failures + report.undone:
+        print(f"tiering: {line}", file=sys.stderr)
+    for line in report.kept:
         print(f"tiering: {line}", file=sys.stderr)
     if report.interrupted:
         print(f"tiering: interrupted after restoring {report.segments} segment(s); rerun the same command to finish "
               "(restored files stay, nothing half-written is visible)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if report.failures else EXIT_OK
+    # Kept copies after a restore are the procedure working (exit 0); an undone rollback, or a
+    # confirmation the cluster could not give, leaves --delete-remote not done (exit 1).
+    waiting = [line for line in report.kept if "start the broker, then run" not in line]
+    return EXIT_FAILED if report.failures or report.undone or waiting else EXIT_OK
 
 
 def _summary(report: RollbackReport, log: Any, on_terminal: bool, topics: list[str]) -> None:
@@ -120,7 +129,8 @@ def _summary(report: RollbackReport, log: Any, on_terminal: bool, topics: list[s
                   seconds=round(report.seconds, 2), rate_bytes_per_second=round(rate),
                   log_start_lowered={str(tp): list(v) for tp, v in report.log_starts.items()},
                   leader_epochs_merged=report.epochs_merged, remote_segments_deleted=report.remote_deleted,
-                  failures=len(report.failures), interrupted=report.interrupted)
+                  failures=len(report.failures), interrupted=report.interrupted,
+                  store_copies_kept=len(report.kept), rollbacks_undone=len(report.undone))
     if not on_terminal:
         log.info("rollback finished", **fields)
         return
@@ -141,7 +151,19 @@ def _summary(report: RollbackReport, log: Any, on_terminal: bool, topics: list[s
 _COLUMNS = ("PARTITION", "LOG DIR", "SEGMENTS", "BYTES", "OFFSETS", "LOG START", "FREE AFTER")
 
 
-def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, delete_remote: bool) -> None:
+def _replicas(config: Config, topics: list[str]) -> dict | str | None:
+    """Each partition's (leader, replica brokers) from the cluster, the reason it could not be
+    asked, or None without bootstrap servers."""
+    if not config.kafka.bootstrap_servers or not topics:
+        return None
+    try:
+        return replica_brokers(config.kafka.bootstrap_servers, topics)
+    except TieringError as exc:
+        return str(exc)
+
+
+def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, delete_remote: bool,
+               replicas: dict | str | None = None) -> None:
     spaces = disk_space(plans)
     shown = [p for p in plans if p.has_work]
     rows = [_row(p, spaces[p.log_dir]) for p in shown]
@@ -161,6 +183,18 @@ def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, de
             print(f"{plan.name}: refused: {plan.refused}", file=out)
         elif plan.left:
             print(f"{plan.name}: {plan.left}", file=out)
+    if isinstance(replicas, str):
+        print(f"replicas: the cluster could not be asked ({replicas})", file=out)
+    elif replicas is not None:
+        for plan in shown:
+            leader, brokers = replicas.get((plan.topic, plan.partition), (-1, ()))
+            if not brokers:
+                print(f"{plan.name}: the cluster does not list its replicas", file=out)
+                continue
+            todo = ("roll back every one of them (stopped), then start them" if len(brokers) > 1
+                    else "this broker only")
+            print(f"{plan.name}: replicas on broker(s) {', '.join(map(str, brokers))} (leader {leader}): {todo}",
+                  file=out)
     for log_dir in sorted({p.log_dir for p in shown}):
         state = probe_lock(log_dir)
         verdict = "--confirm will refuse until the broker stops" if state.held else "free"
@@ -168,8 +202,11 @@ def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, de
     if delete_remote:
         copies = sum(len(p.restore) + len(p.local_copies) + len(p.duplicates) for p in plans if not p.refused)
         print(f"--delete-remote: {copies} segment(s) would then be removed from the store, each only after its local "
-              "copy is verified against the manifest", file=out)
-    print("tiering is turned off for the topic(s) first; add --confirm to restore", file=out)
+              "copy is verified against the manifest and the running cluster confirms the restored log start "
+              "(ListOffsets earliest): not in the command that restores; run it again once the broker is up",
+              file=out)
+    print("tiering is turned off for the topic(s) first; add --confirm to restore (a replicated topic: roll back "
+          "every replica, see the README)", file=out)
 
 
 def _row(plan: PartitionPlan, space: DiskSpace) -> tuple[str, ...]:

@@ -121,5 +121,7 @@ def exit_code_for(report: PassReport) -> int:
         parts.append(f"{len(report.anomalies)} log-dir entr{'y was' if len(report.anomalies) == 1 else 'ies were'} skipped")
     if report.retention.failures:
         parts.append(f"{len(report.retention.failures)} retention step(s) failed")
+    if report.config_error:
+        parts.append(f"topic configs could not be read from Kafka ({report.config_error})")
     print(f"tiering: {' and '.join(parts)}; see the log events above or 'tiering status'", file=sys.stderr)
     return EXIT_FAILED

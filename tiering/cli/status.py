@@ -16,6 +16,10 @@ from tiering.journal import Journal
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.lock import probe_lock
 from tiering.kafka.logdir import scan_log_dirs
+from tiering.kafka.topicconfig import TopicConfigs
+from tiering.kafka.validbytes import valid_bytes
+from tiering.retention.admin import KafkaConfigReader
+from tiering.retention.configs import last_seen, read_configs
 from tiering.retention.inputs import partition_views
 from tiering.retention.plan import plan_retention
 from tiering.status import PartitionStatus, build_status
@@ -49,15 +53,21 @@ def main(args: argparse.Namespace) -> int:
 def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
     scan = scan_log_dirs(config.kafka.log_dirs)
     records, disabled = [], frozenset()
+    configs = TopicConfigs(bool(config.kafka.bootstrap_servers))
     if (config.state.dir / "journal.sqlite").exists():
         journal = Journal(config.state.dir)
         records = journal.all()
         disabled = frozenset(journal.disabled_topics())
+        configs = last_seen(config, journal)
         journal.close()
     now_ms = int(time.time() * 1000)
+    configs = _read_configs(config, scan, records, configs, now_ms)
     locks = {state.path: probe_lock(state.path) for state in scan.log_dirs}
     plans = {}
-    for view in partition_views(config, scan, records, disabled):
+    retention_configs = {}
+    for view in partition_views(config, scan, records, disabled, valid_bytes, configs):
+        if view.retention is not None:
+            retention_configs[view.topic] = view.retention.to_json()
         plan = plan_retention(view.input, now_ms)
         if plan.local and view.local_delete == "unlink" and view.local is not None and locks[view.local.log_dir].held:
             plan = replace(plan, local=(), local_keep_from=None,
@@ -76,8 +86,8 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
         except (StoreError, ManifestError):
             return None
 
-    rows = build_status(scan, records, listing, TopicFilter(config.kafka.include, config.kafka.exclude), end_offset_of,
-                        plans, disabled)
+    rows = build_status(scan, records, listing, TopicFilter(config.kafka.include, config.kafka.exclude, configs),
+                        end_offset_of, plans, disabled, retention_configs)
     store.close()
     document = {
         "partitions": [r.to_json() for r in rows],
@@ -85,9 +95,29 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
                      for path, lock in locks.items()],
         "anomalies": [{"path": a.path, "reason": a.reason} for a in scan.anomalies],
         "store": {"bucket": config.store.bucket, "prefix": config.store.prefix, "error": store_error},
+        "topic_configs": {"from_kafka": configs.from_kafka, "read_at_ms": configs.read_at_ms, "error": configs.error},
     }
     return document, rows, store_error
 
+
+def _read_configs(config: Config, scan, records, previous: TopicConfigs, now_ms: int) -> TopicConfigs:
+    """Kafka's topic configs now (bootstrap servers set), or the last ones the journal kept;
+    status only reads, so nothing is written back."""
+    if not config.kafka.bootstrap_servers:
+        return TopicConfigs()
+    source = KafkaConfigReader(config.kafka.bootstrap_servers)
+    try:
+        return read_configs(config, source, {p.topic for p in scan.partitions} | {r.id.topic for r in records},
+                            previous, now_ms, _Quiet())
+    finally:
+        source.close()
+
+
+class _Quiet:
+    """status says a failed read in its document, not as log events."""
+
+    def warning(self, *args, **kwargs) -> None:
+        pass
 
 def print_table(rows: list[PartitionStatus], document: dict) -> None:
     header = ("PARTITION", "LOCAL", "LOCAL FROM", "REMOTE", "REMOTE OFFSETS", "PENDING", "TIERED", "LAST ERROR")
@@ -110,6 +140,11 @@ def print_table(rows: list[PartitionStatus], document: dict) -> None:
         waits = [f"{tier} kept: {why}" for tier, why in (("local", plan.local_waiting), ("remote", plan.remote_waiting))
                  if why]
         print(f"  {r.topic}-{r.partition}: {'; '.join(steps + waits) or 'nothing to do'}")
+        if r.retention_config:
+            limits = ", ".join(f"{key}={entry['value']} ({entry['source']})" for key, entry in r.retention_config.items())
+            print(f"    limits: {limits}")
+    if document["topic_configs"]["error"]:
+        print(f"\nTopic configs not read from Kafka ({document['topic_configs']['error']}); the last ones seen apply")
     for entry in document["log_dirs"]:
         if entry["broker_lock_held"]:
             print(f"\n{entry['path']}: {entry['broker_lock']} (local_delete = unlink deletes nothing here)")

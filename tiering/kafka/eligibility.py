@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirState
 from tiering.kafka.names import is_internal_topic
+from tiering.kafka.topicconfig import TopicConfigs
 
 
 @dataclass(frozen=True)
 class TopicFilter:
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
+    # What Kafka says of each topic (compaction); without bootstrap servers the cleaner
+    # checkpoint stands in.
+    configs: TopicConfigs = field(default_factory=TopicConfigs)
 
     def reason_excluded(self, topic: str) -> str | None:
         for pattern in self.exclude:
@@ -45,8 +49,9 @@ def partition_reason(partition: LocalPartition, state: LogDirState, topic_filter
         return excluded
     if partition.topic in disabled_topics:
         return "tiering turned off for this topic (tiering resume re-enables it)"
-    if partition.tp in state.compacted:
-        return "compacted topic (listed in cleaner-offset-checkpoint; Kafka never tiers them)"
+    compacted = topic_filter.configs.not_tiered_reason(partition.tp, state)
+    if compacted:
+        return compacted
     if partition.topic_id is None:
         return f"{partition.topic_id_problem}; keys need it to keep re-created topics apart"
     return None

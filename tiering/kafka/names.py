@@ -16,6 +16,10 @@ TRANSIENT_SUFFIXES = (".deleted", ".cleaned", ".swap")
 PARTITION_FILES = ("leader-epoch-checkpoint", "partition.metadata")
 SEGMENT_EXTENSIONS = ("log", "index", "timeindex", "txnindex", "snapshot")
 MAX_PARTITION = 2**31 - 1
+# KRaft's metadata log (in metadata.log.dir, the first log dir by default): the Raft
+# quorum's own files (quorum-state, <offset>-<epoch>.checkpoint snapshots) sit beside its
+# segments; it is never a topic's data.
+KRAFT_METADATA_TOPIC = "__cluster_metadata"
 
 
 class DirKind(Enum):
@@ -41,6 +45,8 @@ def parse_partition_dir(name: str) -> PartitionDirName:
     if not match:
         return PartitionDirName(DirKind.UNKNOWN, reason="not a <topic>-<partition> directory")
     topic, partition = match.group("topic"), int(match.group("partition"))
+    if topic == KRAFT_METADATA_TOPIC:
+        return PartitionDirName(DirKind.IGNORED, reason="KRaft metadata log")
     if not _TOPIC.match(topic) or topic in (".", ".."):
         return PartitionDirName(DirKind.UNKNOWN, reason=f"{topic!r} is not a legal Kafka topic name")
     if partition > MAX_PARTITION:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 
 from tiering.config import Config
 from tiering.journal import SegmentId, SegmentRecord, SegmentState
 from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
-from tiering.kafka.logdir import LocalPartition, LogDirScan, LogDirState
+from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan, LogDirState
+from tiering.kafka.topicconfig import EffectiveRetention, TopicConfigs, effective_retention
 from tiering.retention.plan import Limits, LocalCopy, PartitionInput, RemoteCopy
 
 
@@ -29,15 +31,26 @@ class PartitionView:
     expired: frozenset[int]               # base offsets total retention removed from the store
     input: PartitionInput
     local_delete: str
+    retention: EffectiveRetention | None = None   # the limits and where each came from
 
     def segment_id(self, base_offset: int) -> SegmentId:
         assert self.topic_id is not None
         return SegmentId(self.topic, self.topic_id, self.partition, base_offset)
 
 
+# The bytes Kafka counts for the active segment (tiering.kafka.validbytes.valid_bytes reads
+# them; a preallocated file is longer); rolled segments count their file size.
+ActiveSize = Callable[[LocalSegment], int]
+
+
+def _file_size(segment: LocalSegment) -> int:
+    return segment.size
+
+
 def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecord],
-                    disabled: frozenset[str]) -> list[PartitionView]:
-    topic_filter = TopicFilter(config.kafka.include, config.kafka.exclude)
+                    disabled: frozenset[str], active_size: ActiveSize = _file_size,
+                    configs: TopicConfigs = TopicConfigs()) -> list[PartitionView]:
+    topic_filter = TopicFilter(config.kafka.include, config.kafka.exclude, configs)
     uploaded: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)
     others: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)   # failed, expired
     for record in records:
@@ -52,20 +65,21 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
         seen.add(key)
         state = scan.log_dir_state(partition.log_dir)
         views.append(_local_view(config, partition, state, topic_filter, disabled, uploaded.get(key, {}),
-                                 others.get(key, {})))
+                                 others.get(key, {}), active_size))
     for key in sorted(uploaded.keys() - seen):
         topic, topic_id, number = key
         policy = config.retention_for(topic)
         remote = uploaded[key]
+        retention = effective_retention(config, topic, configs)
         views.append(PartitionView(topic, topic_id, number, None, None, remote, frozenset(),
-                                   PartitionInput((), _remote_copies(remote), _limits(config, topic)),
-                                   policy.local_delete))
+                                   PartitionInput((), _remote_copies(remote), _limits(retention),
+                                                  remote_hold=retention.hold),
+                                   policy.local_delete, retention))
     return views
 
 
-def _limits(config: Config, topic: str) -> Limits:
-    p = config.retention_for(topic)
-    return Limits.of(p.local_retention_ms, p.local_retention_bytes, p.retention_ms, p.retention_bytes)
+def _limits(r: EffectiveRetention) -> Limits:
+    return Limits.of(r.local_retention_ms, r.local_retention_bytes, r.retention_ms, r.retention_bytes)
 
 
 def _remote_copies(remote: dict[int, SegmentRecord]) -> tuple[RemoteCopy, ...]:
@@ -79,13 +93,16 @@ def _remote_copies(remote: dict[int, SegmentRecord]) -> tuple[RemoteCopy, ...]:
 
 def _local_view(config: Config, partition: LocalPartition, state: LogDirState, topic_filter: TopicFilter,
                 disabled: frozenset[str], uploaded: dict[int, SegmentRecord],
-                others: dict[int, SegmentRecord]) -> PartitionView:
+                others: dict[int, SegmentRecord], active_size: ActiveSize = _file_size) -> PartitionView:
     """`others`: the partition's failed and expired rows."""
     policy = config.retention_for(partition.topic)
+    retention = effective_retention(config, partition.topic, topic_filter.configs)
     problem = partition_reason(partition, state, topic_filter, disabled)
     hold = None
     if problem is not None:
         hold = f"not tiered: {problem}"
+    elif retention.hold is not None:
+        hold = retention.hold
     elif policy.local_delete == "off":
         hold = "local_delete = \"off\": local segments are left to the broker"
     copies = []
@@ -109,10 +126,11 @@ def _local_view(config: Config, partition: LocalPartition, state: LogDirState, t
             why = "differs from the copy in the store (size or end offset); not deleted"
         else:
             why = "not in the store yet (upload pending)"
-        copies.append(LocalCopy(segment.base_offset, segment.next_offset, segment.size, remote,
+        size = active_size(segment) if segment.is_active else segment.size
+        copies.append(LocalCopy(segment.base_offset, segment.next_offset, size, remote,
                                 record.max_timestamp if remote and record is not None else None, why,
                                 expired.get(segment.base_offset) if not segment.is_active else None))
     return PartitionView(partition.topic, partition.topic_id, partition.partition, partition, state, uploaded,
-                         frozenset(expired), PartitionInput(tuple(copies), _remote_copies(uploaded), _limits(config, partition.topic),
-                                        hold),
-                         policy.local_delete)
+                         frozenset(expired), PartitionInput(tuple(copies), _remote_copies(uploaded), _limits(retention),
+                                        hold, retention.hold),
+                         policy.local_delete, retention)

@@ -2,9 +2,13 @@
 
 Pure: segments, limits and the time in; deletions out. Kafka's semantics (KIP-405):
 
-- A segment expires by time when `now - largest timestamp > limit`, by size while the
-  partition is larger than the limit by at least that segment's size (Kafka never deletes
-  below the limit). -1 is unlimited; the local limits' -2 (the same as the total one) is
+- A segment expires by time exactly as Kafka decides it: locally when `now - largest timestamp
+  > limit` (UnifiedLog.deleteRetentionMsBreachedSegments), in the store when `largest
+  timestamp <= now - limit` (RemoteLogManager's cleanupUntilMs), so one millisecond apart at
+  the boundary. The largest timestamp is Kafka's LogSegment.largestTimestamp (the file's mtime
+  for a segment without record timestamps, resolved before the planner); a negative or unknown
+  one never expires by time. By size while the partition is larger than the limit by at least
+  that segment's size (Kafka never deletes below the limit). -1 is unlimited; the local limits' -2 (the same as the total one) is
   resolved by `Limits.of`.
 - Deletions in each tier are always the oldest segments, a contiguous prefix: a log's start
   offset only moves forward, and a hole would break the broker (unlink) or cannot be asked for
@@ -73,6 +77,8 @@ class PartitionInput:
     # Why nothing may be deleted locally at all (tiering off for the topic, local_delete =
     # "off", a partition that is never tiered), or None.
     local_hold: str | None = None
+    # Why nothing may be deleted from the store (the topic's config not read from Kafka yet).
+    remote_hold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,20 +106,28 @@ def plan_retention(partition: PartitionInput, now_ms: int) -> RetentionPlan:
                          keep_from if local else None)
 
 
-def _expired_by_time(max_timestamp: int | None, limit_ms: int, now_ms: int) -> bool:
-    return limit_ms >= 0 and max_timestamp is not None and now_ms - max_timestamp > limit_ms
+def _expired_locally(max_timestamp: int | None, limit_ms: int, now_ms: int) -> bool:
+    # UnifiedLog: startMs - segment.largestTimestamp > retentionMs
+    return limit_ms >= 0 and max_timestamp is not None and max_timestamp >= 0 and now_ms - max_timestamp > limit_ms
+
+
+def _expired_remotely(max_timestamp: int | None, limit_ms: int, now_ms: int) -> bool:
+    # RemoteLogManager: metadata.maxTimestampMs() <= now - retentionMs
+    return limit_ms >= 0 and max_timestamp is not None and max_timestamp >= 0 and max_timestamp <= now_ms - limit_ms
 
 
 def _plan_remote(partition: PartitionInput, now_ms: int) -> tuple[list[Deletion], str | None]:
     limits = partition.limits
     if not partition.remote:
         return [], None
+    if partition.remote_hold is not None:
+        return [], partition.remote_hold
     highest = partition.remote[-1].end_offset
     only_local = sum(c.size for c in partition.local if c.base_offset > highest)
     excess = sum(r.size for r in partition.remote) + only_local - limits.total_bytes
     deletions = []
     for segment in partition.remote:
-        if _expired_by_time(segment.max_timestamp, limits.total_ms, now_ms):
+        if _expired_remotely(segment.max_timestamp, limits.total_ms, now_ms):
             reason = TOTAL_TIME
         elif limits.total_bytes >= 0 and excess - segment.size >= 0:
             reason = TOTAL_SIZE
@@ -144,7 +158,7 @@ def _plan_local(partition: PartitionInput, now_ms: int,
             deletions.append(Deletion(copy.base_offset, copy.size, reason))
             excess -= copy.size
             continue
-        if _expired_by_time(copy.max_timestamp, limits.local_ms, now_ms):
+        if _expired_locally(copy.max_timestamp, limits.local_ms, now_ms):
             reason = LOCAL_TIME
         elif limits.local_bytes >= 0 and excess - copy.size >= 0:
             reason = LOCAL_SIZE
@@ -167,7 +181,7 @@ def _within(tier: str, limit_ms: int, limit_bytes: int, max_timestamp: int | Non
     if limit_ms < 0 and limit_bytes < 0:
         return f"{tier} retention is unlimited"
     parts = []
-    if limit_ms >= 0 and max_timestamp is not None:
+    if limit_ms >= 0 and max_timestamp is not None and max_timestamp >= 0:
         parts.append(f"expires by time in {_duration(limit_ms - (now_ms - max_timestamp))}")
     if limit_bytes >= 0:
         parts.append(f"within {tier} retention bytes ({limit_bytes})")

@@ -35,6 +35,9 @@ from tiering.files import fsync_dir
 from tiering.journal import SegmentId, SegmentRecord, SegmentState
 from tiering.kafka.lock import BrokerRunning, broker_stopped
 from tiering.kafka.logdir import LocalSegment, LogDirScan
+from tiering.kafka.names import segment_file_name
+from tiering.kafka.topicconfig import TopicConfigs
+from tiering.kafka.validbytes import valid_bytes
 from tiering.observability.metrics import Metrics
 from tiering.retention.admin import AdminError, RecordDeleter
 from tiering.retention.inputs import PartitionView, partition_views
@@ -97,7 +100,7 @@ class RetentionRunner:
             self._deleter = None
 
     def run(self, config: Config, scan: LogDirScan, records: list[SegmentRecord],
-            disabled: frozenset[str]) -> RetentionReport:
+            disabled: frozenset[str], configs: TopicConfigs = TopicConfigs()) -> RetentionReport:
         layout = config.store.layout
         ours, foreign = [], []
         for record in records:
@@ -114,7 +117,7 @@ class RetentionRunner:
             updated = dict(learned)
             records = [_with_timestamp(r, updated.get(r.id)) for r in records]
         now = self.now_ms()
-        views = partition_views(config, scan, records, disabled)
+        views = partition_views(config, scan, records, disabled, valid_bytes, configs)
         plans = [(view, plan_retention(view.input, now)) for view in views]
         work = _Pass(layout)
         self._delete_remote(plans, work)
@@ -129,17 +132,19 @@ class RetentionRunner:
     # -- the store ---------------------------------------------------------------------------
 
     def _fill_max_timestamps(self, records: list[SegmentRecord]) -> list[tuple[SegmentId, int]]:
-        """Rows written before the journal kept timestamps: read them from the manifests once."""
+        """Rows written before the journal kept timestamps, or kept a segment's missing one
+        (-1): read the effective one from the manifests once."""
         learned = []
         for record in records:
-            if record.state is SegmentState.UPLOADED and record.max_timestamp is None and record.manifest_key:
+            if record.state is SegmentState.UPLOADED and (record.max_timestamp is None or record.max_timestamp < 0) \
+                    and record.manifest_key:
                 try:
                     manifest = fetch_manifest(self.store, record.manifest_key)
                 except (StoreError, ManifestError) as exc:
                     self.log.warning("cannot read a manifest for its timestamp; time retention skips the segment",
                                      key=record.manifest_key, error=str(exc))
                     continue
-                learned.append((record.id, manifest.max_timestamp))
+                learned.append((record.id, manifest.effective_max_timestamp))
         return learned
 
     def _delete_remote(self, plans: list[tuple[PartitionView, RetentionPlan]], work: _Pass) -> None:
@@ -263,6 +268,12 @@ class RetentionRunner:
                 if segment.index_paths:
                     fsync_dir(segment.log_path.parent)   # the index files are gone before the .log goes
                 _unlink(segment.log_path)
+                # As Kafka's deleteSegments (ProducerStateManager.removeAndMarkSnapshotForDeletion
+                # of each deleted segment's base offset): the producer snapshot taken at this
+                # segment's start goes with it; the one at the new log start stays. After the
+                # .log: a crash in between leaves a stale snapshot, which the broker's load
+                # removes (below the log start), never a segment without its snapshot.
+                _unlink(segment.log_path.parent / segment_file_name(segment.base_offset, "snapshot"))
                 fsync_dir(segment.log_path.parent)
             except OSError as exc:
                 self._fail(work, f"{segment.log_path}: cannot delete ({exc.strerror}); check the permissions "

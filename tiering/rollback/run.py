@@ -11,7 +11,9 @@ Order matters and is the point of this module:
 4. the checkpoints of each partition are put right for whatever was restored, also after a
    failure or an interrupt;
 5. `--delete-remote`: the store's copies of a partition go only when all of its segments are
-   on disk and verified against the manifests.
+   on disk and verified against the manifests, and only once the running cluster confirms
+   the restored log start (tiering.rollback.confirm): never in the command that restores
+   (the broker is stopped then), so a rollback Kafka undoes on restart loses nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tiering.journal import Journal, SegmentId
 from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.lock import BrokerRunning, broker_stopped
 from tiering.kafka.names import segment_file_name
+from tiering.rollback import confirm
 from tiering.rollback.plan import PartitionPlan
 from tiering.rollback.progress import Progress
 from tiering.rollback.restore import PartitionResult, PartitionRestorer, update_leader_epochs, update_log_start
@@ -89,6 +92,10 @@ class RollbackReport:
     failures: list[str] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    # --delete-remote: partitions whose store copies wait for the cluster to confirm the
+    # restored log start (restored now, or the cluster could not say), one line each
+    kept: list[str] = field(default_factory=list)
+    undone: list[str] = field(default_factory=list)                 # rollbacks Kafka undid (copies kept)
 
     @property
     def segments(self) -> int:
@@ -119,10 +126,14 @@ class Rollback:
         self.stop = threading.Event()
 
     def run(self, plans: list[PartitionPlan], topics: list[str], keep_free: int, delete_remote: bool,
-            progress_for: Callable[[int, int], Progress], command: str) -> RollbackReport:
-        """Raises RefusedError (nothing changed) or returns what was done."""
-        writes = [p for p in plans if not p.refused and (p.restore or p.new_log_start is not None
-                                                         or (delete_remote and _remote_copies(p)))]
+            progress_for: Callable[[int, int], Progress], command: str,
+            earliest_offsets: EarliestOffsets | None = None) -> RollbackReport:
+        """Raises RefusedError (nothing changed) or returns what was done.
+
+        `earliest_offsets`: the cluster's ListOffsets earliest per (topic, partition) (raises
+        TieringError when it cannot be asked); --delete-remote deletes only what it confirms."""
+        # Only local writes need the broker stopped; deleting confirmed store copies does not.
+        writes = [p for p in plans if not p.refused and (p.restore or p.new_log_start is not None)]
         with ExitStack() as locks:
             for log_dir in sorted({p.log_dir for p in writes}):
                 try:
@@ -140,7 +151,10 @@ class Rollback:
             for topic in topics:
                 self.journal.disable_topic(topic, f"rolled back to local storage ({command})", self.now_ms())
                 self.log.info("tiering turned off for topic", topic=topic)
-            return self._restore(plans, writes, delete_remote, progress_for)
+            report = self._restore(plans, writes, delete_remote, progress_for)
+        if delete_remote and not report.interrupted:
+            self._delete_remote_confirmed(plans, report, earliest_offsets)
+        return report
 
     def _lock(self, locks: ExitStack, log_dir: Path) -> None:
         """Take the log dir's lock for the whole rollback. A tiering daemon holds it for a few
@@ -177,10 +191,6 @@ class Rollback:
         report.interrupted = report.interrupted or any(r.interrupted for r in report.results)
         report.failures += [r.failure for r in report.results if r.failure]
         self._checkpoints(report)
-        if delete_remote and not report.interrupted:
-            for result in report.results:
-                if result.failure is None and not result.plan.left:
-                    self._delete_remote(result, report)
         report.seconds = self.monotonic() - started
         return report
 
@@ -220,7 +230,60 @@ class Rollback:
 
     # -- the store's copies -------------------------------------------------------------------
 
-    def _delete_remote(self, result: PartitionResult, report: RollbackReport) -> None:
+    def _delete_remote_confirmed(self, plans: list[PartitionPlan], report: RollbackReport,
+                                 earliest_offsets: EarliestOffsets | None) -> None:
+        """Record what this run restored as waiting for the cluster; delete the store copies of
+        the partitions restored before, where the cluster now confirms their log start."""
+        pending = confirm.load(self.journal.get_meta(confirm.JOURNAL_KEY))
+        now = self.now_ms()
+        changed = {r.plan.name for r in report.results if r.restored}
+        changed |= {f"{tp.topic}-{tp.partition}" for tp in report.log_starts}
+        for result in report.results:
+            plan = result.plan
+            if plan.name not in changed or result.failure or plan.left or plan.topic_id is None \
+                    or result.first_offset is None:
+                continue
+            pending[plan.name] = confirm.PendingDeletion(plan.topic, plan.topic_id, plan.partition,
+                                                         result.first_offset, now)
+            line = (f"{plan.name}: the store's copies are kept until the running cluster confirms log start "
+                    f"{result.first_offset}; start the broker, then run this command again")
+            report.kept.append(line)
+            self.log.info("store copies kept until the cluster confirms", topic=plan.topic, partition=plan.partition,
+                          log_start=result.first_offset)
+        candidates = [p for p in plans if p.name not in changed and not p.refused and not p.left
+                      and p.topic_id is not None and _remote_copies(p) and p.first_offset is not None]
+        for plan in candidates:
+            if plan.name not in pending:
+                pending[plan.name] = confirm.PendingDeletion(plan.topic, plan.topic_id, plan.partition,
+                                                             plan.first_offset, now)
+        earliest: dict[tuple[str, int], int] = {}
+        if candidates:
+            if earliest_offsets is None:
+                asked_error = "kafka.bootstrap_servers is not set, so the cluster cannot be asked"
+            else:
+                try:
+                    earliest = earliest_offsets([(p.topic, p.partition) for p in candidates])
+                    asked_error = None
+                except TieringError as exc:
+                    asked_error = str(exc)
+            if asked_error:
+                self.log.warning("the cluster could not be asked for the log start", error=asked_error)
+        for plan in candidates:
+            decision = confirm.decide(pending[plan.name], earliest.get((plan.topic, plan.partition)), plan.log_start)
+            if decision.action == confirm.DELETE:
+                if self._delete_remote(PartitionResult(plan), report):
+                    del pending[plan.name]
+            elif decision.action == confirm.UNDONE:
+                report.undone.append(f"{plan.name}: {decision.reason}")
+                self.log.error("rollback undone by Kafka; store copies kept", topic=plan.topic,
+                               partition=plan.partition, detail=decision.reason)
+            else:
+                report.kept.append(f"{plan.name}: {decision.reason}")
+                self.log.warning("store copies kept", topic=plan.topic, partition=plan.partition,
+                                 detail=decision.reason)
+        self.journal.set_meta(confirm.JOURNAL_KEY, confirm.dump(pending))
+
+    def _delete_remote(self, result: PartitionResult, report: RollbackReport) -> bool:
         plan = result.plan
         assert plan.topic_id is not None
         verified: list[SegmentManifest] = list(result.restored)   # each file checked as it was written
@@ -237,7 +300,7 @@ class Rollback:
                 continue
             verified.append(manifest)
         if not verified:
-            return
+            return False
         path = PartitionPath(self.prefix, plan.topic, plan.topic_id, plan.partition, self.hash_prefix)
         manifest_keys = [path.segment(m.base_offset, m.uid).manifest_key for m in verified]
         data_keys = [o.key for m in verified for o in m.objects]
@@ -248,11 +311,15 @@ class Rollback:
             self.store.delete_objects(data_keys)
         except StoreError as exc:
             report.failures.append(f"{plan.name}: removing the store's copies failed: {exc}; rerun to finish")
-            return
+            return False
         for manifest in verified:
             self.journal.forget(SegmentId(plan.topic, plan.topic_id, plan.partition, manifest.base_offset))
         report.remote_deleted[plan.name] = len(verified)
         self.log.info("store copies removed", topic=plan.topic, partition=plan.partition, segments=len(verified))
+        return not any(f.startswith(f"{plan.name}: ") for f in report.failures)
+
+
+EarliestOffsets = Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]
 
 
 def _remote_copies(plan: PartitionPlan) -> bool:

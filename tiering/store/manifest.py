@@ -65,6 +65,19 @@ class SegmentManifest:
     broker_id: int | None
     created_at_ms: int
     tool_version: str
+    # Where max_timestamp came from: "records" (the batches' largest timestamp) or "file-mtime"
+    # (no batch had one: the .log's mtime when it was scanned for upload, as Kafka's
+    # LogSegment.largestTimestamp falls back to lastModified). A field added without a new
+    # format_version: readers ignore fields they do not know, and max_timestamp itself holds
+    # the effective value, so an older reader takes the right decisions too.
+    max_timestamp_source: str = "records"
+
+    @property
+    def effective_max_timestamp(self) -> int:
+        """The timestamp retention goes by. A manifest written before the mtime fallback holds
+        -1 for a segment without timestamps: its upload time stands in (never earlier than
+        the file's last write, so the segment is kept at least as long as Kafka would)."""
+        return self.max_timestamp if self.max_timestamp >= 0 else self.created_at_ms
 
     def object(self, kind: str) -> ObjectEntry | None:
         return next((o for o in self.objects if o.kind == kind), None)
@@ -188,6 +201,7 @@ def parse_manifest(data: bytes, manifest_key: str) -> SegmentManifest:
         record_count=doc["record_count"], max_timestamp=doc["max_timestamp"],
         leader_epochs=tuple((e[0], e[1]) for e in epochs), objects=tuple(entries), uid=doc["uid"],
         broker_id=doc.get("broker_id"), created_at_ms=doc["created_at_ms"], tool_version=doc["tool_version"],
+        max_timestamp_source=_timestamp_source(doc.get("max_timestamp_source", "records")),
     )
 
 
@@ -199,6 +213,15 @@ def _in_range(doc: dict, name: str, low: int, high: int) -> None:
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:40] + "..."
+
+
+TIMESTAMP_SOURCES = ("records", "file-mtime")
+
+
+def _timestamp_source(value: object) -> str:
+    if value not in TIMESTAMP_SOURCES:
+        raise ManifestError(f"max_timestamp_source must be one of {', '.join(TIMESTAMP_SOURCES)}, got {value!r}")
+    return str(value)
 
 
 def _is_int(value: object) -> bool:

@@ -150,7 +150,8 @@ class UploadCoordinator:
         disabled = self.disabled_topics()
         # Only what this partition's plan depends on (not the whole log dir's checkpoints,
         # which would make a reconcile of N partitions cost N squared).
-        inputs = (partition, state.high_watermarks.get(partition.tp), partition.tp in state.compacted,
+        inputs = (partition, state.high_watermarks.get(partition.tp),
+                  topic_filter.configs.not_tiered_reason(partition.tp, state),
                   state.broker_id, topic_filter, partition.topic in disabled)
         previous = self._offered.get(key)
         if previous is not None and previous[0] == inputs:

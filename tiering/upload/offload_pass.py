@@ -13,7 +13,9 @@ from tiering.journal import Journal, SegmentId, read_disabled_topics
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.logdir import Anomaly, scan_log_dirs
 from tiering.reconcile import STORE_SYNCED, RemoteProblem, rebuild_journal, recover_interrupted
-from tiering.retention.admin import KafkaAdminDeleter, RecordDeleter
+from tiering.kafka.topicconfig import TopicConfigs, TopicConfigSource
+from tiering.retention.admin import KafkaAdminDeleter, KafkaConfigReader, RecordDeleter
+from tiering.retention.configs import last_seen, read_configs, remember
 from tiering.retention.run import RetentionReport, RetentionRunner, log_blocked, record_report
 from tiering.store.errors import StoreError
 from tiering.store.keys import PartitionPath
@@ -35,6 +37,9 @@ class PassReport:
     fatal: StoreError | None = None
     seconds: float = 0.0
     retention: RetentionReport = field(default_factory=RetentionReport)
+    # Why Kafka's topic configs could not be read (bootstrap servers set); the last ones seen
+    # were used, and topics never seen were held.
+    config_error: str | None = None
 
     @property
     def uploaded_bytes(self) -> int:
@@ -42,7 +47,7 @@ class PassReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.failures or self.anomalies or self.fatal or self.retention.failures)
+        return not (self.failures or self.anomalies or self.fatal or self.retention.failures or self.config_error)
 
 
 def prepare_journal(config: Config, store: ObjectStore, journal: Journal, clock: Clock, log: Any) -> list[RemoteProblem]:
@@ -75,6 +80,7 @@ class Offloader:
     rng: random.Random = field(default_factory=random.Random)
     uid_factory: Callable[[], str] = new_uid
     deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter
+    config_source_factory: Callable[[str], TopicConfigSource] = KafkaConfigReader
 
     def run_pass(self) -> PassReport:
         started = self.clock.monotonic()
@@ -86,7 +92,8 @@ class Offloader:
         scan = scan_log_dirs(self.config.kafka.log_dirs)
         for anomaly in scan.anomalies:
             self.log.warning("log dir entry skipped", path=anomaly.path, reason=anomaly.reason)
-        topic_filter = TopicFilter(self.config.kafka.include, self.config.kafka.exclude)
+        configs = self._topic_configs({p.topic for p in scan.partitions} | {r.id.topic for r in self.journal.all()})
+        topic_filter = TopicFilter(self.config.kafka.include, self.config.kafka.exclude, configs)
         disabled = frozenset(self.journal.disabled_topics())
         coordinator = UploadCoordinator(self.config, self.store, self.journal, self.clock, self.log,
                                         retry=self.retry, rng=self.rng, uid_factory=self.uid_factory,
@@ -103,10 +110,10 @@ class Offloader:
             coordinator.shutdown(0)
         retention = RetentionReport()
         if coordinator.fatal is None:
-            retention = self._retention(disabled)
+            retention = self._retention(disabled, configs)
         report = PassReport(tuple(coordinator.uploaded), tuple(coordinator.failures), scan.anomalies,
                             tuple(remote_problems), ineligible, already, coordinator.fatal,
-                            self.clock.monotonic() - started, retention)
+                            self.clock.monotonic() - started, retention, configs.error)
         self.log.info("offload pass finished", uploaded_segments=len(report.uploaded),
                       uploaded_bytes=report.uploaded_bytes, failed_segments=len(report.failures),
                       already_remote=already, ineligible_segments=ineligible, anomalies=len(scan.anomalies),
@@ -115,12 +122,28 @@ class Offloader:
                       seconds=round(report.seconds, 3), fatal=str(report.fatal) if report.fatal else None)
         return report
 
-    def _retention(self, disabled: frozenset[str]) -> RetentionReport:
+    def _topic_configs(self, topics: set[str]) -> TopicConfigs:
+        """Kafka's topic configs (bootstrap servers set), saved in the journal; the last ones
+        seen when the cluster cannot be asked."""
+        bootstrap = self.config.kafka.bootstrap_servers
+        if not bootstrap:
+            return TopicConfigs()
+        source = self.config_source_factory(bootstrap)
+        try:
+            configs = read_configs(self.config, source, topics, last_seen(self.config, self.journal),
+                                   self.clock.now_ms(), self.log)
+        finally:
+            source.close()
+        remember(self.journal, configs)
+        return configs
+
+    def _retention(self, disabled: frozenset[str], configs: TopicConfigs = TopicConfigs()) -> RetentionReport:
         """Retention after the uploads, on a fresh scan (uploads made more segments deletable)."""
         runner = RetentionRunner(self.store, self.log, self.clock.now_ms, deleter_factory=self.deleter_factory,
                                  disabled_now=lambda: read_disabled_topics(self.config.state.dir))
         try:
-            report = runner.run(self.config, scan_log_dirs(self.config.kafka.log_dirs), self.journal.all(), disabled)
+            report = runner.run(self.config, scan_log_dirs(self.config.kafka.log_dirs), self.journal.all(), disabled,
+                                configs)
         finally:
             runner.close()
         record_report(self.journal, report, self.clock.now_ms())

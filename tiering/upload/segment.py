@@ -92,8 +92,12 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
 def _offload(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int], log_fd: int) -> SegmentManifest:
     segment, keys = target.segment, target.keys
     assert segment.next_offset is not None
-    summary = _check_log(segment, log_fd)
+    summary, mtime_ms = _check_log(segment, log_fd)
     small = _small_objects(target, summary)
+    # Kafka's LogSegment.largestTimestamp: the batches' largest timestamp, or the file's
+    # mtime when no batch has one (-1: old produce requests up-converted); its remote segment
+    # metadata takes the same value, so retention in both tiers goes by it.
+    max_timestamp, source = (summary.max_timestamp, "records") if summary.max_timestamp >= 0 else (mtime_ms, "file-mtime")
 
     try:
         store.upload_files([(keys.object_key("log"), _by_descriptor(log_fd, segment.log_path))])
@@ -111,9 +115,10 @@ def _offload(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int]
             last_batch_offset=summary.last_offset, size_bytes=summary.size, batch_count=summary.batch_count,
             # A producer's timestamp past year 9999 reads as "never expires by time" either way;
             # clamped, the manifest stays inside the range every reader accepts.
-            record_count=summary.record_count, max_timestamp=min(summary.max_timestamp, MAX_TIMESTAMP_MS),
+            record_count=summary.record_count, max_timestamp=min(max_timestamp, MAX_TIMESTAMP_MS),
             leader_epochs=summary.leader_epochs, objects=tuple(entries), uid=keys.uid,
             broker_id=target.broker_id, created_at_ms=now_ms(), tool_version=__version__,
+            max_timestamp_source=source,
         )
         document = manifest.to_json()
         try:
@@ -214,13 +219,15 @@ def _by_descriptor(fd: int, path: Path) -> Path:
     return path
 
 
-def _check_log(segment: LocalSegment, fd: int) -> SegmentSummary:
+def _check_log(segment: LocalSegment, fd: int) -> tuple[SegmentSummary, int]:
+    """The segment's summary and the file's mtime in ms (Java's File.lastModified) at the scan."""
     assert segment.next_offset is not None
     try:
         stream = os.fdopen(os.dup(fd), "rb", buffering=0)
         with stream:
-            size = os.fstat(stream.fileno()).st_size
-            return scan_segment(stream, size, segment.base_offset, segment.next_offset)
+            info = os.fstat(stream.fileno())
+            return scan_segment(stream, info.st_size, segment.base_offset, segment.next_offset), \
+                info.st_mtime_ns // 1_000_000
     except CorruptSegment as exc:
         raise BadSegment(f"corrupt segment {segment.log_path}: {exc}") from None
     except FileNotFoundError:
