@@ -10,9 +10,10 @@ also confirmed by a HEAD of its size), so a manifest always describes complete, 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import crc32c
 
@@ -186,16 +187,24 @@ def discard_attempt(store: ObjectStore, keys: SegmentKeys) -> None:
         pass
 
 
-def _open(path: Path) -> int:
-    """A broker file, opened once as a regular file (never through a link, never a FIFO)."""
+@contextmanager
+def _broker_file(path: Path) -> Iterator[None]:
+    """What goes wrong opening or reading one of the segment's files makes the segment bad
+    (reported and skipped), never the daemon: a link, a FIFO, a file gone, a read error."""
     try:
-        return open_regular(path)
+        yield
     except NotRegularFile as exc:
         raise BadSegment(str(exc)) from None
     except FileNotFoundError:
         raise BadSegment(f"{path} disappeared before it was offloaded") from None
     except OSError as exc:
         raise BadSegment(f"cannot read {path}: {exc.strerror}", read_error=True) from None
+
+
+def _open(path: Path) -> int:
+    """A broker file, opened once as a regular file (never through a link, never a FIFO)."""
+    with _broker_file(path):
+        return open_regular(path)
 
 
 def _by_descriptor(fd: int, path: Path) -> Path:
@@ -222,18 +231,14 @@ def _by_descriptor(fd: int, path: Path) -> Path:
 def _check_log(segment: LocalSegment, fd: int) -> tuple[SegmentSummary, int]:
     """The segment's summary and the file's mtime in ms (Java's File.lastModified) at the scan."""
     assert segment.next_offset is not None
-    try:
-        stream = os.fdopen(os.dup(fd), "rb", buffering=0)
-        with stream:
-            info = os.fstat(stream.fileno())
-            return scan_segment(stream, info.st_size, segment.base_offset, segment.next_offset), \
-                info.st_mtime_ns // 1_000_000
-    except CorruptSegment as exc:
-        raise BadSegment(f"corrupt segment {segment.log_path}: {exc}") from None
-    except FileNotFoundError:
-        raise BadSegment(f"{segment.log_path} disappeared before it was offloaded") from None
-    except OSError as exc:
-        raise BadSegment(f"cannot read {segment.log_path}: {exc.strerror}", read_error=True) from None
+    with _broker_file(segment.log_path):
+        try:
+            with os.fdopen(os.dup(fd), "rb", buffering=0) as stream:
+                info = os.fstat(stream.fileno())
+                return scan_segment(stream, info.st_size, segment.base_offset, segment.next_offset), \
+                    info.st_mtime_ns // 1_000_000
+        except CorruptSegment as exc:
+            raise BadSegment(f"corrupt segment {segment.log_path}: {exc}") from None
 
 
 def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[str, bytes]]:
@@ -267,11 +272,5 @@ def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[
 
 
 def _read(path: Path) -> bytes:
-    try:
+    with _broker_file(path):
         return read_regular(path)
-    except NotRegularFile as exc:
-        raise BadSegment(str(exc)) from None
-    except FileNotFoundError:
-        raise BadSegment(f"{path} disappeared before it was offloaded") from None
-    except OSError as exc:
-        raise BadSegment(f"cannot read {path}: {exc.strerror}", read_error=True) from None
