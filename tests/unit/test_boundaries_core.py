@@ -203,3 +203,31 @@ def test_last_stable_offset_at_the_high_watermark_boundary():
     assert last_stable_offset({5: 3}, [header(10, producer_id=5, attributes=TXN | CONTROL)], 30) == 30
     assert last_stable_offset({}, [header(10, producer_id=5)], 30) == 30     # not transactional
 
+
+
+def test_a_snapshot_of_another_version_gives_nothing_even_with_entries():
+    entries = snapshot((5, 40))
+    assert open_transactions(struct.pack(">h", 2) + entries[2:]) == {}
+
+
+def test_a_marker_at_the_high_watermark_is_not_read_and_one_without_an_open_transaction_is_harmless():
+    marker = header(30, producer_id=5, attributes=TXN | CONTROL)
+    assert last_stable_offset({5: 3}, [marker], 30) == 3        # the marker is not below the high watermark yet
+    assert last_stable_offset({5: 3}, [marker], 31) == 31
+    assert last_stable_offset({}, [marker], 31) == 31           # a marker for a producer with nothing open
+
+
+# -- a partition's verdicts -----------------------------------------------------------------------
+
+def test_a_topic_turned_off_has_no_eligible_segment_and_says_why():
+    from tiering.kafka.checkpoints import TopicPartition
+    from tiering.kafka.logdir import LocalPartition, LogDirState
+    partition = LocalPartition(Path("/l"), "orders", 0, Path("/l/orders-0"), "4A8VWD3ZTJa4i2ZbnSPb8A", None,
+                               (segment(0, 10), segment(10, None)))
+    state = LogDirState(Path("/l"), {TopicPartition("orders", 0): 100})
+    assert [v.eligible for _, v in plan_partition(partition, state, TopicFilter())] == [True, False]
+    verdicts = plan_partition(partition, state, TopicFilter(), frozenset({"orders"}))
+    assert [v for _, v in verdicts] == [Verdict(False, "tiering turned off for this topic (tiering resume re-enables it)")] * 2
+    compacted = LogDirState(Path("/l"), {TopicPartition("orders", 0): 100}, frozenset({TopicPartition("orders", 0)}))
+    assert plan_partition(partition, compacted, TopicFilter())[0][1] == Verdict(
+        False, "compacted topic (listed in cleaner-offset-checkpoint; Kafka never tiers them)")
