@@ -69,3 +69,17 @@ def test_a_short_wait_ends_by_itself():
     limiter = RateLimiter(1_000_000, Clock(), on_wait=waits.append)
     limiter.charge(MIN_BURST_BYTES + 1000)   # 1 ms of debt: the sender waits it out, then goes on
     assert waits == [0.001]
+
+
+def test_set_rate_retunes_the_shared_bucket_at_the_clock_now():
+    clock, waits = Clock(), []
+    limiter = RateLimiter(1_000_000, clock, on_wait=waits.append)
+    limiter.charge(MIN_BURST_BYTES)                # empty now
+    clock.now += 2
+    limiter.set_rate(2_000_000)                    # 2 s at the old rate refilled it (to the old burst)
+    assert limiter.rate == 2_000_000
+    limiter.charge(MIN_BURST_BYTES + 1000)         # the old burst, then 1000 bytes at the new rate
+    assert waits == [0.0005]
+    limiter.set_rate(0)
+    limiter.charge(10**9)                          # unlimited: no wait
+    assert limiter.rate == 0 and waits == [0.0005]
