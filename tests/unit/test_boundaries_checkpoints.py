@@ -91,3 +91,14 @@ def test_properties_the_broker_writes():
 ])
 def test_broker_id_from_meta(properties, found):
     assert broker_id_from_meta(properties) == found
+
+
+def test_the_last_topic_id_line_is_the_one_checked_and_the_refusal_is_in_full():
+    with pytest.raises(CheckpointError) as raised:
+        parse_partition_metadata("version: 0\ntopic_id: 4A8VWD3ZTJa4i2ZbnSPb8A\ntopic_id: x:y\n")
+    assert str(raised.value) == "malformed topic_id (expected base64 of a UUID: 22 characters of A-Z a-z 0-9 - _)"
+
+
+@pytest.mark.parametrize("value", ["1-", "X5", "5X"])
+def test_a_broker_id_that_is_not_a_number_is_none(value):
+    assert broker_id_from_meta({"broker.id": value}) is None

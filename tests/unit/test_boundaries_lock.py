@@ -63,3 +63,19 @@ def test_broker_running_names_the_log_dir_and_the_detail(tmp_path):
     error = BrokerRunning(tmp_path, state)
     assert str(error) == f"{tmp_path}: a broker (pid 7) holds x"
     assert error.log_dir == tmp_path and error.state is state
+
+
+def test_a_lock_on_the_first_byte_only_is_still_seen(tmp_path):
+    path = tmp_path / ".lock"
+    path.write_bytes(b"x" * 100)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, time\n"
+        f"f = open({str(path)!r}, 'r+')\n"
+        "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0, os.SEEK_SET)\n"
+        "print('locked', flush=True)\ntime.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert probe_lock(tmp_path) == LockState(True, f"a broker (pid {holder.pid}) holds {path}")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -71,3 +71,38 @@ def test_an_epoch_starting_at_the_checkpoints_first_offset_is_not_put_back():
     # the store's own start for the first live epoch wins only when it is lower
     assert merge_leader_epochs((EpochEntry(2, 70), EpochEntry(4, 200)), store)[:2] == (EpochEntry(1, 0), EpochEntry(2, 50))
     assert merge_leader_epochs((), store) == (EpochEntry(1, 0), EpochEntry(2, 50), EpochEntry(3, 100))
+
+
+def test_a_plan_names_its_partition_and_where_it_lives():
+    part = local(300)
+    plan = plan_partition(part, [manifest(200, 299)], [], log_start=300)
+    assert (plan.topic, plan.partition, plan.topic_id, plan.log_dir, plan.path, plan.local_first) == \
+        (part.topic, part.partition, part.topic_id, part.log_dir, part.path, 300)
+
+
+def test_two_unusable_manifests_say_one_more():
+    plan = plan_partition(local(300), [], [("k1", "bad"), ("k2", "bad")], 300)
+    assert plan.refused.startswith("manifest k1 is not usable: bad (and 1 more); ")
+
+
+def test_the_older_upload_listed_first_is_the_duplicate():
+    older, newer = manifest(0, 99, uid="1" * 16, created=1), manifest(0, 99, uid="2" * 16, created=2)
+    assert plan_partition(local(100), [older, newer], [], log_start=None).duplicates == (older,)
+
+
+def test_a_refused_overlap_still_lists_the_store_copies_of_local_segments():
+    copy = manifest(300, 399)
+    plan = plan_partition(local(300, 400), [manifest(200, 300), copy], [], log_start=300)
+    assert plan.refused is not None and plan.local_copies == (copy,)
+
+
+def test_the_epoch_merge_takes_the_lowest_start_and_skips_only_what_does_not_rise():
+    store = [manifest(0, 99, epochs=((1, 0),)), manifest(100, 199, epochs=((1, 50),))]
+    assert merge_leader_epochs((), store) == (EpochEntry(1, 0),)
+    assert merge_leader_epochs((), list(reversed(store))) == (EpochEntry(1, 0),)
+    # epoch 3 starts after epoch 4 (not rising): it is dropped, epoch 2 below it is kept
+    odd = [manifest(0, 299, epochs=((2, 50), (3, 250), (4, 200)))]
+    assert merge_leader_epochs((), odd) == (EpochEntry(2, 50), EpochEntry(4, 200))
+    # a store epoch above the checkpoint's first one is never put back, whatever its start
+    assert merge_leader_epochs((EpochEntry(3, 100), EpochEntry(4, 200)), [manifest(0, 99, epochs=((5, 50),))]) == \
+        (EpochEntry(3, 100), EpochEntry(4, 200))
