@@ -17,9 +17,6 @@ from hypothesis import strategies as st
 from tests.unit.test_batches import segment
 from tests.unit.test_manifest_keys import keys, manifest
 from tiering.kafka.batches import CorruptSegment, scan_segment
-from tiering.kafka.checkpoints import (CheckpointError, parse_leader_epoch_checkpoint, parse_offset_checkpoint,
-                                       parse_partition_metadata)
-from tiering.kafka.indexes import CorruptIndex, check_index
 from tiering.kafka.names import DirKind, is_legal_topic, parse_partition_dir, parse_segment_file
 from tiering.store.keys import parse_key
 from tiering.store.manifest import (MAX_MANIFEST_BYTES, MAX_OBJECT_BYTES, MAX_TIMESTAMP_MS, ManifestError,
@@ -35,15 +32,6 @@ SEGMENT = segment(4)          # offsets 100..111
 
 
 # -- the batch parser -----------------------------------------------------------------------------
-
-@FUZZ
-@given(st.binary(max_size=400), st.integers(min_value=0, max_value=2**40))
-def test_scan_of_random_bytes_only_ever_raises_corrupt_segment(data, base):
-    try:
-        scan_segment(io.BytesIO(data), len(data), base, None)
-    except CorruptSegment:
-        pass
-
 
 @FUZZ
 @given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(SEGMENT) - 1), st.integers(min_value=0, max_value=7)),
@@ -203,28 +191,7 @@ def test_key_parser_never_raises_and_what_it_accepts_is_ours(key):
         assert key.startswith(parsed.stem + ".") and ".." not in key.split("/")
 
 
-# -- index files, checkpoints and names -----------------------------------------------------------
-
-@FUZZ
-@given(st.sampled_from(["index", "timeindex", "txnindex"]), st.binary(max_size=300),
-       st.integers(min_value=0, max_value=10_000), st.integers(min_value=0, max_value=2**40),
-       st.integers(min_value=1, max_value=10_000))
-def test_index_check_only_ever_raises_corrupt_index(kind, data, log_size, base, span):
-    try:
-        check_index(kind, data, log_size, base, base + span)
-    except CorruptIndex:
-        pass
-
-
-@FUZZ
-@given(st.text(max_size=300))
-def test_checkpoint_parsers_only_ever_raise_checkpoint_error(text):
-    for parse in (parse_offset_checkpoint, parse_leader_epoch_checkpoint, parse_partition_metadata):
-        try:
-            parse(text)
-        except CheckpointError:
-            pass
-
+# -- names (the batch walk, index files and checkpoints: test_fuzz_accepts.py) -----------------
 
 @FUZZ
 @given(st.text(max_size=80))

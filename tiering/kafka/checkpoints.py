@@ -3,7 +3,13 @@ meta.properties (kafka-log-format.md, "Checkpoint files")."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# Kafka's Uuid.toString: URL-safe base64 of 16 bytes, unpadded. Exactly this form, because every
+# store key carries the id and the key layout (store/keys.py) owns only this form: a looser id
+# would be uploaded under keys that retention, verify and rollback never recognise as ours.
+_TOPIC_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 class CheckpointError(ValueError):
@@ -105,8 +111,8 @@ def parse_partition_metadata(text: str) -> str:
     if fields.get("version") != "0":
         raise CheckpointError("unsupported partition.metadata version (expected 'version: 0')")
     topic_id = fields.get("topic_id", "")
-    if not topic_id or not all(c.isalnum() or c in "-_" for c in topic_id):
-        raise CheckpointError("malformed topic_id (expected base64 of a UUID)")
+    if not _TOPIC_ID.fullmatch(topic_id):
+        raise CheckpointError("malformed topic_id (expected base64 of a UUID: 22 characters of A-Z a-z 0-9 - _)")
     return topic_id
 
 
