@@ -75,6 +75,12 @@ class SegmentRecord:
     max_timestamp: int | None = None
     expired_reason: str | None = None     # total-time or total-size, once EXPIRED
 
+    def describes(self, end_offset: int | None, size_bytes: int) -> bool:
+        """Whether this row is about the segment now on disk under its base offset: a segment
+        the broker truncated and rewrote since (an unclean leader election) has another end
+        offset or size, and is not the one that was uploaded or expired."""
+        return self.end_offset is not None and self.end_offset == end_offset and self.size_bytes == size_bytes
+
 
 class JournalError(TieringError):
     pass

@@ -107,17 +107,21 @@ def _local_view(config: Config, partition: LocalPartition, state: LogDirState, t
         hold = "local_delete = \"off\": local segments are left to the broker"
     copies = []
     failed = {b: r for b, r in others.items() if r.state is SegmentState.FAILED}
-    expired = {b: r.expired_reason or "total-time" for b, r in others.items() if r.state is SegmentState.EXPIRED}
+    # A row counts only for the very segment it describes (same end offset and size): one the
+    # broker truncated and rewrote since is neither the copy in the store nor the one total
+    # retention removed from it (that one's expiry must never delete the new data).
+    on_disk = {s.base_offset: s for s in partition.segments if not s.is_active}
+    expired = {b: r.expired_reason or "total-time" for b, r in others.items()
+               if r.state is SegmentState.EXPIRED and b in on_disk and r.describes(on_disk[b].end_offset, on_disk[b].size)}
     for segment, verdict in plan_partition(partition, state, topic_filter, disabled):
         record = uploaded.get(segment.base_offset)
-        # The row must describe this very segment (same end offset): a segment the broker
-        # truncated and rewrote since is not the one in the store.
-        remote = record is not None and not segment.is_active and record.end_offset == segment.end_offset \
-            and record.size_bytes == segment.size
+        remote = record is not None and not segment.is_active and record.describes(segment.end_offset, segment.size)
         if remote:
             why = ""
         elif segment.base_offset in expired:
             why = "removed from the store by total retention"
+        elif segment.base_offset in others and others[segment.base_offset].state is SegmentState.EXPIRED:
+            why = "differs from the copy total retention removed from the store (rewritten since); to be uploaded"
         elif not verdict.eligible:
             why = f"not eligible for upload ({verdict.reason})"
         elif segment.base_offset in failed and failed[segment.base_offset].last_error:

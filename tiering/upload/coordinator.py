@@ -134,7 +134,8 @@ class UploadCoordinator:
         # segment is on the local disk (in the log dir or pinned): `offer` prunes the rest, so
         # memory follows the segments present, not every segment ever uploaded.
         self._bad: dict[SegmentId, tuple[int, int] | None] = {}
-        self._remote: dict[tuple[str, str, int], set[int]] = {}   # (topic, topic id, partition) -> bases
+        # (topic, topic id, partition) -> base offset -> (end offset, size) of the segment found remote
+        self._remote: dict[tuple[str, str, int], dict[int, tuple[int | None, int]]] = {}
         self._offered: dict[Path, tuple[tuple[object, ...], Offered]] = {}
         self._partitions: dict[Path, LocalPartition] = {}
         self._rescued: set[SegmentId] = set()
@@ -176,7 +177,7 @@ class UploadCoordinator:
             sid = candidate.id
             if sid in self._in_flight_ids:
                 continue
-            if self._is_remote(sid):
+            if self._is_remote(sid, segment):
                 already += 1
                 if self.pins is not None:
                     self.pins.release(partition, segment.base_offset)   # a pin left by a crash
@@ -206,7 +207,7 @@ class UploadCoordinator:
         rescued = self.pins.rescued(partition)
         for segment in rescued:
             sid = SegmentId(partition.topic, partition.topic_id, partition.partition, segment.base_offset)
-            if sid not in self._rescued and not self._is_remote(sid):
+            if sid not in self._rescued and not self._is_remote(sid, segment):
                 self._rescued.add(sid)
                 self.log.warning("segment deleted by the broker before it was uploaded; uploading it from its pin",
                                  topic=partition.topic, partition=partition.partition,
@@ -243,7 +244,8 @@ class UploadCoordinator:
             present.update(self.pins.pins(partition))
         bases = self._remote.get(key)
         if bases is not None:
-            bases.intersection_update(present)
+            for base in bases.keys() - present:
+                del bases[base]
             if not bases:
                 del self._remote[key]
         if self._bad:
@@ -257,17 +259,22 @@ class UploadCoordinator:
         `resume` they must be uploaded again."""
         self._remote = {key: bases for key, bases in self._remote.items() if key[0] not in topics}
 
-    def _is_remote(self, sid: SegmentId) -> bool:
-        if sid.base_offset in self._remote.get(_partition_key_of(sid), ()):
+    def _is_remote(self, sid: SegmentId, segment: LocalSegment) -> bool:
+        """Uploaded, or removed from the store by total retention (never uploaded again), as
+        far as this very segment goes: one the broker truncated and rewrote under the same base
+        offset after its predecessor expired is new data, and is uploaded."""
+        if self._remote.get(_partition_key_of(sid), {}).get(sid.base_offset) == _shape(segment):
             return True
         record = self.journal.get(sid)
-        if record is not None and record.state in (SegmentState.UPLOADED, SegmentState.EXPIRED):
-            self._remember_remote(sid)
-            return True
-        return False
+        if record is None or record.state not in (SegmentState.UPLOADED, SegmentState.EXPIRED):
+            return False
+        if record.state is SegmentState.EXPIRED and not record.describes(segment.end_offset, segment.size):
+            return False
+        self._remember_remote(sid, segment)
+        return True
 
-    def _remember_remote(self, sid: SegmentId) -> None:
-        self._remote.setdefault(_partition_key_of(sid), set()).add(sid.base_offset)
+    def _remember_remote(self, sid: SegmentId, segment: LocalSegment) -> None:
+        self._remote.setdefault(_partition_key_of(sid), {})[sid.base_offset] = _shape(segment)
 
     # -- running uploads ----------------------------------------------------------------------
 
@@ -447,7 +454,7 @@ class UploadCoordinator:
             return
         manifest_key = replace(target.keys, uid=manifest.uid).manifest_key   # an adopted attempt's own
         record_uploaded(self.journal, manifest, manifest_key, now_ms)
-        self._remember_remote(sid)
+        self._remember_remote(sid, candidate.segment)
         self._unpin(candidate)
         self._breakers.pop(pending.partition, None)
         if not self.stop_on_fatal:
@@ -488,6 +495,11 @@ class UploadCoordinator:
 def _partition_key(partition: LocalPartition) -> tuple[str, str, int]:
     assert partition.topic_id is not None
     return partition.topic, partition.topic_id, partition.partition
+
+
+def _shape(segment: LocalSegment) -> tuple[int | None, int]:
+    """What tells a segment from one rewritten under the same base offset."""
+    return segment.end_offset, segment.size
 
 
 def _partition_key_of(sid: SegmentId) -> tuple[str, str, int]:
