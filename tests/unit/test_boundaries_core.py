@@ -5,6 +5,7 @@ read_committed rules at producer id 0 and at a transaction's first offset."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -222,8 +223,11 @@ def test_a_marker_at_the_high_watermark_is_not_read_and_one_without_an_open_tran
 def test_a_topic_turned_off_has_no_eligible_segment_and_says_why():
     from tiering.kafka.checkpoints import TopicPartition
     from tiering.kafka.logdir import LocalPartition, LogDirState
+    # the rolled segment with its producer snapshot (taken at the next base offset), so that
+    # only the turn-off can hold it back
+    rolled = dataclasses.replace(segment(0, 10), snapshot_path=Path("/l/orders-0/00000000000000000010.snapshot"))
     partition = LocalPartition(Path("/l"), "orders", 0, Path("/l/orders-0"), "4A8VWD3ZTJa4i2ZbnSPb8A", None,
-                               (segment(0, 10), segment(10, None)))
+                               (rolled, segment(10, None)))
     state = LogDirState(Path("/l"), {TopicPartition("orders", 0): 100})
     assert [v.eligible for _, v in plan_partition(partition, state, TopicFilter())] == [True, False]
     verdicts = plan_partition(partition, state, TopicFilter(), frozenset({"orders"}))
