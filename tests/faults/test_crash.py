@@ -27,7 +27,7 @@ BIG = ("audit", 0)           # segments above the 5 MiB part size: multipart upl
 
 
 def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(env, s3, tmp_path, soak, seed, fault_report):
-    kills = 200 if soak else 20
+    kills = 200 if soak else 12
     rng = random.Random(seed)
     broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, seed=seed)   # rolls only when told
     broker.create_topic("events", len(SMALL))

@@ -50,7 +50,7 @@ def test_resets_stalls_and_5xx_are_retried_until_everything_is_offloaded_once(en
     try:
         daemon.wait_ready(60)
         started = time.monotonic()
-        producing_until = started + (60 if soak else 16)
+        producing_until = started + (60 if soak else 13)
         outages = [started + 3, *([started + 35] if soak else [])]
         while time.monotonic() < producing_until:
             if outages and time.monotonic() >= outages[0]:

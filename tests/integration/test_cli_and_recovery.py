@@ -67,7 +67,6 @@ def test_missing_bucket_is_fatal_with_a_hint_and_the_secret_never_appears(env):
     assert b"test-secret-key-never-logged" not in state_files
 
 
-@BOTH_STORES
 def test_status_json_shape_and_verify_catches_a_replaced_object(env, s3):
     small_cluster(env.log_dir)
     config = str(env.write_config())
