@@ -146,6 +146,10 @@ class Journal:
                                 (state.value,)).fetchall()
         return [_record(r) for r in rows]
 
+    def topics(self) -> set[str]:
+        """Every topic with a row (one indexed scan, not every row as a record)."""
+        return {row[0] for row in self._db.execute("SELECT DISTINCT topic FROM segments").fetchall()}
+
     def all(self) -> list[SegmentRecord]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM segments ORDER BY topic, partition, base_offset").fetchall()
         return [_record(r) for r in rows]

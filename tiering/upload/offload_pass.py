@@ -92,7 +92,7 @@ class Offloader:
         scan = scan_log_dirs(self.config.kafka.log_dirs)
         for anomaly in scan.anomalies:
             self.log.warning("log dir entry skipped", path=anomaly.path, reason=anomaly.reason)
-        configs = self._topic_configs({p.topic for p in scan.partitions} | {r.id.topic for r in self.journal.all()})
+        configs = self._topic_configs({p.topic for p in scan.partitions} | self.journal.topics())
         topic_filter = TopicFilter(self.config.kafka.include, self.config.kafka.exclude, configs)
         disabled = frozenset(self.journal.disabled_topics())
         coordinator = UploadCoordinator(self.config, self.store, self.journal, self.clock, self.log,
