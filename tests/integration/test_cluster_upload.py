@@ -19,7 +19,7 @@ from tiering.cluster.gate import open_gate
 from tiering.cluster.leadership import StaticLeadership
 from tiering.cluster.remote import list_chain
 from tiering.config import parse_config
-from tiering.journal import Journal
+from tiering.journal import Journal, SegmentId
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.simulate import SimulatedBroker
@@ -248,3 +248,19 @@ def test_a_stale_old_leader_racing_the_new_one_leaves_one_copy_per_start_offset(
         assert len(starts) == 2 * len(uploaded_by_new)
         assert {p.link.broker_id for p in chain_of(new, 0).pieces} == {2}
 
+
+
+def test_another_brokers_upload_under_the_same_base_offset_is_not_this_segment(nodes, s3):
+    # A journal rebuilt from the store holds every broker's uploads by base offset; replicas
+    # roll apart, so one starting where ours starts may end elsewhere.
+    node = nodes(3)
+    node.produce(300)
+    lead([node], 0, 3, 1)
+    lead([node], 1, 2, 1)
+    first = next(p for p in scan_log_dirs([node.sim.log_dir]).partitions if p.partition == 0).segments[0]
+    node.journal.set_meta("store_synced", "1")
+    node.journal.mark_uploaded(SegmentId(TOPIC, TOPIC_ID, 0, first.base_offset), "0" * 16, first.end_offset - 5,
+                               first.size, first.size, f"{PREFIX}elsewhere.manifest.json", 1)
+    uploaded = node.run_pass().uploaded
+    assert first.base_offset in {m.base_offset for m in uploaded if m.partition == 0}
+    assert chain_of(node, 0).gaps() == () and chain_of(node, 0).start == first.base_offset

@@ -349,6 +349,11 @@ class UploadCoordinator:
         record = self.journal.get(sid)
         if record is None or record.state not in (SegmentState.UPLOADED, SegmentState.EXPIRED):
             return False
+        if self.gate is not None and record.state is SegmentState.UPLOADED and record.end_offset != segment.end_offset:
+            # Cluster mode: a journal rebuilt from the store holds every broker's uploads, and
+            # another broker's segment may start at this base offset yet end elsewhere (replicas
+            # roll apart): it is not this segment. The chain decides what this one adds.
+            return False
         if record.state is SegmentState.EXPIRED and not record.describes(segment.end_offset, segment.size):
             return False
         self._remember_remote(sid, segment)
