@@ -12,8 +12,11 @@ import pytest
 from tests.conftest import BUCKET, PREFIX, run_cli
 from tests.integration.chain_store import (LOCAL_FIRST, LOG_END, PIECES, TOPIC, build_brokers, delete_local_below,
                                            upload_all)
+from tiering.clock import SystemClock
 from tiering.config import load_config
+from tiering.journal import Journal, SegmentState
 from tiering.kafka.logdir import scan_log_dirs
+from tiering.reconcile import rebuild_journal
 from tiering.wiring import open_reader, open_store
 
 pytestmark = pytest.mark.integration
@@ -69,3 +72,29 @@ def test_cat_prints_every_offset_of_the_chain_once_in_order(chain):
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["offset"] for line in lines] == list(range(LOG_END))
     assert [base64.b64decode(line["value"]) for line in lines] == [v for _, v in truth]
+
+
+def test_journal_rebuilt_in_a_cluster_holds_this_brokers_uploads_only(chain, env):
+    path, _, manifests, _ = chain
+    config = load_config(path)
+    store = open_store(config)
+    try:
+        rows = {}
+        for broker in (1, 2, 3):
+            journal = Journal(env.root / f"state-{broker}")
+            try:
+                count, problems = rebuild_journal(journal, store, config.store.layout, SystemClock(), own_broker=broker)
+                assert not problems
+                rows[broker] = {(r.id.base_offset, r.end_offset, r.manifest_key) for r in journal.all()}
+                assert count == len(rows[broker])
+                assert all(r.state is SegmentState.UPLOADED for r in journal.all())
+            finally:
+                journal.close()
+    finally:
+        store.close()
+    expected = {n: {(base, manifests[(n, base)][1].end_offset, manifests[(n, base)][0])
+                    for (b, base) in manifests if b == n} for n in (1, 2, 3)}
+    assert rows == expected
+    # broker 3's own upload at base 0 ends at 59, broker 1's at 99: each journal has its own
+    assert (0, 59, manifests[(3, 0)][0]) in rows[3] and (0, 99, manifests[(1, 0)][0]) in rows[1]
+    assert {base for base, _, _ in rows[3]} == {0, 260}
