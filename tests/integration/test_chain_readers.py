@@ -19,6 +19,7 @@ from tiering.kafka.checkpoints import TopicPartition, parse_offset_checkpoint
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.kafka.names import segment_file_name
 from tiering.reconcile import rebuild_journal
+from tiering.store.keys import KeyLayout
 from tiering.wiring import open_reader, open_store
 
 pytestmark = pytest.mark.integration
@@ -83,10 +84,13 @@ def test_journal_rebuilt_in_a_cluster_holds_this_brokers_uploads_only(chain, env
     assert {base for base, _, _ in rows[3]} == {0, 260}
 
 
-def test_verify_notes_the_chains_overlaps_and_compares_local_copies_with_the_same_offsets_only(chain, env):
+def test_verify_notes_the_chains_overlaps_and_compares_local_copies_with_the_same_offsets_only(chain, env, s3):
     path, brokers, _, _ = chain
     config = env.root / "broker-2.toml"     # broker 2's log dir: [0..149] [150..279] [280..379] ...
     config.write_text(path.read_text().replace(f'"{env.log_dir}"', f'"{brokers[2].log_dir}"'))
+    # the claim a cluster-mode upload takes on its start offset: no orphan of an upload
+    claim = KeyLayout(PREFIX).partition(TOPIC, TOPIC_ID, 0).claim_key(280)
+    s3.put_object(Bucket=BUCKET, Key=claim, Body=b"{}")
     done = run_cli("verify", "--config", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
     name = f"{TOPIC}-0 ({TOPIC_ID})"
