@@ -135,3 +135,15 @@ def test_rollback_on_a_follower_restores_the_chain_as_a_log_kafka_loads(chain, e
         assert [(r.offset, r.value) for r in reader.records(TOPIC, 0, 0)] == truth
     starts = parse_offset_checkpoint((brokers[3].log_dir / "log-start-offset-checkpoint").read_text())
     assert starts[TopicPartition(TOPIC, 0)] == 0
+
+
+def test_an_unusable_manifest_in_the_chain_refuses_reads_of_the_store_only(chain, s3):
+    path, _, _, truth = chain
+    bad = f"{KeyLayout(PREFIX).partition(TOPIC, TOPIC_ID, 0).root}{10:020d}-{'e' * 16}.manifest.json"
+    s3.put_object(Bucket=BUCKET, Key=bad, Body=b"not a manifest")
+    local = run_cli("cat", "--config", str(path), TOPIC, "0", "--from-offset", str(LOCAL_FIRST + 10))
+    assert local.returncode == 0, local.stderr
+    assert [json.loads(line)["offset"] for line in local.stdout.splitlines()] == list(range(LOCAL_FIRST + 10, LOG_END))
+    remote = run_cli("cat", "--config", str(path), TOPIC, "0", "--from-offset", "0")
+    assert remote.returncode == 1 and remote.stdout == ""
+    assert len(remote.stderr.splitlines()) == 1 and bad in remote.stderr and "Traceback" not in remote.stderr
