@@ -383,3 +383,13 @@ def test_the_log_goes_up_by_its_open_descriptor(broker):
         assert worker._by_descriptor(fd, t.segment.log_path) == worker.Path(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
+
+
+def test_an_unsettled_upload_keeps_every_part_of_its_cause(broker):
+    keys = target(broker, 0).keys
+    cause = StoreError(ErrorClass.RETRYABLE, "put", keys.manifest_key, "reset", "check the network", "network")
+    unsettled = UnsettledUpload(cause, keys)
+    assert (unsettled.error_class, unsettled.operation, unsettled.key, unsettled.hint, unsettled.reason,
+            unsettled.keys) == (ErrorClass.RETRYABLE, "put", keys.manifest_key, "check the network", "network", keys)
+    assert str(unsettled) == (f"put {keys.manifest_key}: reset (whether the manifest landed is not known yet); "
+                              "check the network")
