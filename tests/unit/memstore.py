@@ -27,6 +27,8 @@ class MemoryStore:
         # A test's hook, called before each operation with (operation, key): it may raise a
         # StoreError (the store's failure) or change `objects` (what the store holds next).
         self.answer: Callable[[str, str], None] = lambda operation, key: None
+        self.download_sizes: list[int] = []        # the size each download_into was told
+        self.piece = 1024
 
     def _call(self, operation: str, key: str) -> None:
         self.calls.append((operation, key))
@@ -58,9 +60,11 @@ class MemoryStore:
     def download_into(self, key: str, target: BinaryIO, size: int,
                       on_bytes: Callable[[int], None] = lambda n: None) -> None:
         self._call("download", key)
+        self.download_sizes.append(size)
         data = self._get(key, "get")
-        target.write(data)
-        on_bytes(len(data))
+        for start in range(0, len(data), self.piece):       # in pieces, as s3transfer hands them over
+            target.write(data[start:start + self.piece])
+            on_bytes(len(data[start:start + self.piece]))
 
     def head(self, key: str) -> ObjectInfo | None:
         self._call("head", key)

@@ -244,3 +244,26 @@ def test_every_uploading_row_is_settled_and_others_are_left(uploaded, tmp_path):
     settled = recover_interrupted(journal, store, lambda s: manifests[0][0].root, Clock(10))
     assert settled == [f"{k.stem}: upload had completed" for k, _ in manifests[:2]]
     assert journal.get(segment_id(manifest)).manifest_key == "k"
+
+
+def test_each_row_is_settled_under_its_own_root_after_rows_failed_without_a_store_answer(uploaded, tmp_path):
+    store, manifests = fresh(uploaded), uploaded[1]
+    journal = Journal(tmp_path)
+    (k0, m0), (k1, m1), (k2, m2) = manifests
+    # Rows are taken in base offset order: [0] had no id yet, [1] has an invalid manifest, [2] landed.
+    uploading(journal, k0, m0)
+    journal._write("UPDATE segments SET uid = NULL WHERE base_offset = ?", (m0.base_offset,))
+    uploading(journal, k1, m1)
+    store.objects[k1.manifest_key] = b"[]"
+    uploading(journal, k2, m2)
+    roots = {segment_id(m): k.root for k, m in manifests}
+    asked = []
+
+    def root_of(sid):
+        asked.append(sid)
+        return roots[sid]
+    settled = recover_interrupted(journal, store, root_of, Clock(10))
+    assert asked == [segment_id(m1), segment_id(m2)]
+    assert len(settled) == 2 and settled[0].startswith(f"{k1.stem}: invalid manifest (")
+    assert settled[1] == f"{k2.stem}: upload had completed"
+    assert journal.get(segment_id(m2)).state is SegmentState.UPLOADED

@@ -98,11 +98,15 @@ def test_a_restored_log_carries_the_manifests_time_and_a_zero_time_is_left_alone
     local, store, manifests, originals = partition
     r, _ = restorer(store)
     r.restore(plan_of(local, manifests[1:]))
-    assert os.stat(local.path / "00000000000000000030.log").st_mtime == manifests[1].max_timestamp / 1000
+    info = os.stat(local.path / "00000000000000000030.log")
+    assert info.st_mtime == info.st_atime == manifests[1].max_timestamp / 1000
     zero = replace(manifests[0], max_timestamp=0)
     before = os.stat(local.path).st_mtime
     r.restore(plan_of(local, [zero]))
     assert os.stat(local.path / "00000000000000000000.log").st_mtime >= before
+    os.unlink(local.path / "00000000000000000000.log")
+    r.restore(plan_of(local, [replace(manifests[0], max_timestamp=1)]))
+    assert os.stat(local.path / "00000000000000000000.log").st_mtime == 0.001
 
 
 def test_fsyncs_and_renames_go_indexes_then_directory_then_log_then_directory(partition, monkeypatch):
@@ -169,7 +173,8 @@ def test_something_not_a_file_at_a_final_name_is_refused(partition):
     os.rmdir(local.path / name)
     os.symlink("/etc/passwd", local.path / name)
     result = r.restore(plan_of(local, manifests[:1]))
-    assert result.failure.startswith(f"orders-0: {local.path / name} ") and "refusing" in result.failure
+    assert result.failure == (f"orders-0: {local.path / name} is a symbolic link; refusing to read it or write "
+                              "over it (move it aside and rerun)")
     assert os.path.islink(local.path / name)
 
 
@@ -192,6 +197,7 @@ def test_a_download_damaged_once_is_fetched_again_and_twice_is_refused(partition
     assert result.failure is None and len(served) == 2
     assert progress.snapshot().bytes_done == sum(f.entry.size for f in restore_files(m))
     warning = next(line for line in log.lines if line[0] == "warning")
+    assert warning[1] == "restored file does not match its manifest; downloading it again"
     assert warning[2] == {"key": key, "attempt": 1, "size": len(bad), "crc32c": f"{crc32c.crc32c(bad):08x}",
                           "expected_size": len(good), "expected_crc32c": m.object("timeindex").crc32c}
 
@@ -390,3 +396,120 @@ def test_object_entries_restore_to_names_from_offsets(partition):
     names = [f.name for f in restore_files(manifests[1])]
     assert names == ["00000000000000000030.index", "00000000000000000030.timeindex",
                      "00000000000000000060.snapshot", "00000000000000000030.log"]
+
+
+def test_files_kept_are_counted_each(partition):
+    local, store, manifests, originals = partition
+    names = {f.entry.kind: f.name for f in restore_files(manifests[0])}
+    for kind in ("index", "timeindex"):
+        (local.path / names[kind]).write_bytes(originals[names[kind]])
+    r, _ = restorer(store)
+    assert r.restore(plan_of(local, manifests[:1])).files_kept == 2
+    assert store.download_sizes == [f.entry.size for f in restore_files(manifests[0])
+                                    if f.entry.kind not in ("index", "timeindex")]
+
+
+def test_an_empty_object_served_with_bytes_once_is_fetched_again_into_an_empty_file(partition):
+    local, store, manifests, originals = partition
+    m = manifests[0]
+    entry = m.object("index")
+    assert entry.size == 0
+    served = []
+
+    def answer(op, key):
+        if op == "download" and key == entry.key:
+            served.append(1)
+            store.objects[key] = b"x" if len(served) == 1 else b""
+    store.answer = answer
+    r, progress = restorer(store)
+    assert r.restore(plan_of(local, [m])).failure is None and len(served) == 2
+    assert (local.path / "00000000000000000000.index").read_bytes() == b""
+    assert progress.snapshot().bytes_done == sum(f.entry.size for f in restore_files(m))
+
+
+def test_a_temporary_file_replaced_before_its_rename_is_never_put_in_place(partition):
+    local, store, manifests, _ = partition
+    m = manifests[0]
+    temporary = local.path / ("00000000000000000000.index" + TEMP_SUFFIX)
+
+    def answer(op, key):      # while the .log downloads, another process swaps the index's temporary
+        if op == "download" and key == m.object("log").key:
+            temporary.unlink()
+            temporary.write_bytes(b"someone else's")
+    store.answer = answer
+    r, _ = restorer(store)
+    result = r.restore(plan_of(local, [m]))
+    assert result.failure == (f"orders-0: {temporary} was replaced while it was restored: another process writes "
+                              f"{local.path}; stop it and rerun")
+    assert not (local.path / "00000000000000000000.index").exists()
+    assert temporary.read_bytes() == b"someone else's"       # not ours: left alone
+
+
+def test_a_log_temporary_replaced_before_its_rename_is_never_put_in_place(partition, monkeypatch):
+    local, store, manifests, _ = partition
+    m = manifests[0]
+    temporary = local.path / ("00000000000000000000.log" + TEMP_SUFFIX)
+    real_fsync = os.fsync
+
+    def fsync(fd):     # the directory's fsync after the indexes: then the .log's temporary is swapped
+        real_fsync(fd)
+        if stat.S_ISDIR(os.fstat(fd).st_mode) and temporary.exists():
+            temporary.unlink()
+            temporary.write_bytes(b"someone else's")
+    monkeypatch.setattr(restore_module.os, "fsync", fsync)
+    r, _ = restorer(store)
+    result = r.restore(plan_of(local, [m]))
+    assert result.failure == (f"orders-0: {temporary} was replaced while it was restored: another process writes "
+                              f"{local.path}; stop it and rerun")
+    assert not (local.path / "00000000000000000000.log").exists()
+
+
+def test_restored_files_belong_to_the_partition_directorys_owner(partition):
+    local, store, manifests, _ = partition
+    if os.geteuid() != 0:
+        pytest.skip("only root restores files for another user")
+    os.chown(local.path, 4321, 4322)
+    r, _ = restorer(store)
+    assert r.restore(plan_of(local, manifests[:1])).failure is None
+    for f in restore_files(manifests[0]):
+        info = os.stat(local.path / f.name)
+        assert (info.st_uid, info.st_gid) == (4321, 4322), f.name
+
+
+def test_a_full_disk_during_a_download_stops_every_partition_with_the_files_name(partition):
+    import errno
+    local, store, manifests, _ = partition
+    m = manifests[0]
+
+    def answer(op, key):     # s3transfer's writer raises the disk's error without a file name
+        if op == "download" and key == m.object("log").key:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    store.answer = answer
+    stop = threading.Event()
+    r, _ = restorer(store, stop=stop)
+    before = sorted(os.listdir(local.path))
+    result = r.restore(plan_of(local, [m]))
+    shown = local.path / ("00000000000000000000.log" + TEMP_SUFFIX)
+    assert result.disk_full and stop.is_set()
+    assert result.failure == (f"orders-0: cannot write {shown} (No space left on device); free space on the log "
+                              "dir's disk and rerun the same command (what is restored stays; nothing half-written "
+                              "is visible)")
+    assert sorted(os.listdir(local.path)) == before
+
+
+def test_a_restore_leaves_no_descriptor_open(partition):
+    local, store, manifests, _ = partition
+    before = len(os.listdir("/proc/self/fd"))
+    r, _ = restorer(store)
+    assert r.restore(plan_of(local, manifests)).failure is None
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_log_start_checkpoint_is_found_through_a_linked_log_dir(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "log-start-offset-checkpoint").write_text("0\n1\norders 0 60\n")
+    os.symlink(real, tmp_path / "linked")
+    a = TopicPartition("orders", 0)
+    assert update_log_start(tmp_path / "linked", {a: 0}) == {a: (60, 0)}
+    assert (real / "log-start-offset-checkpoint").read_text() == "0\n1\norders 0 0\n"

@@ -132,7 +132,7 @@ def test_a_snapshot_that_is_a_link_or_unreadable_makes_the_segment_bad(broker, t
     store = MemoryStore()
     with pytest.raises(BadSegment) as raised:
         offload_segment(t, store, lambda: 1)
-    assert not raised.value.read_error and str(t.segment.snapshot_path) in str(raised.value)
+    assert raised.value.read_error is False and str(t.segment.snapshot_path) in str(raised.value)
     os.unlink(t.segment.snapshot_path)
     os.mkdir(t.segment.snapshot_path)
     with pytest.raises(BadSegment) as raised:
