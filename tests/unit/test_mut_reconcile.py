@@ -83,12 +83,12 @@ def test_segment_id_and_record_uploaded_carry_the_manifests_fields(uploaded, tmp
 
 def test_of_two_manifests_for_one_segment_the_older_wins_and_the_other_is_reported(uploaded, tmp_path):
     store, manifests = fresh(uploaded), uploaded[1]
-    keys, manifest = manifests[0]              # created at 30
+    keys, manifest = manifests[2]              # created at 10: its twin (9) and it come first
     twin = SegmentKeys(keys.root, keys.base_offset, "00000000000000aa")
     for o in manifest.objects:
         store.objects[twin.object_key(o.kind)] = store.objects[o.key]
     doc = json.loads(store.objects[keys.manifest_key])
-    doc.update(uid=twin.uid, created_at_ms=29)
+    doc.update(uid=twin.uid, created_at_ms=9)
     for o in doc["objects"]:
         o["key"] = twin.object_key(o["kind"])
     store.objects[twin.manifest_key] = json.dumps(doc).encode()
@@ -98,6 +98,7 @@ def test_of_two_manifests_for_one_segment_the_older_wins_and_the_other_is_report
     assert [(p.key, p.reason, p.unread) for p in problems] == [
         (keys.manifest_key, f"second manifest for the segment of {twin.manifest_key}: ignored", False)]
     assert journal.get(segment_id(manifest)).uid == twin.uid
+    assert all(journal.get(segment_id(m)).uid == k.uid for k, m in manifests[:2])     # the ones after it too
 
 
 @pytest.mark.parametrize("how", ["missing", "size"])

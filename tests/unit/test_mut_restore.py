@@ -31,8 +31,10 @@ MAX_TS = 1_700_000_000_000
 class Log:
     def __init__(self):
         self.lines = []
+        self.bound = {}
 
     def bind(self, **fields):
+        self.bound.update(fields)
         return self
 
     def info(self, message, **fields):
@@ -513,3 +515,27 @@ def test_the_log_start_checkpoint_is_found_through_a_linked_log_dir(tmp_path):
     a = TopicPartition("orders", 0)
     assert update_log_start(tmp_path / "linked", {a: 0}) == {a: (60, 0)}
     assert (real / "log-start-offset-checkpoint").read_text() == "0\n1\norders 0 0\n"
+
+
+def test_each_restored_segment_is_logged_with_its_partition(partition):
+    local, store, manifests, _ = partition
+    log = Log()
+    r, _ = restorer(store, log=log)
+    r.restore(plan_of(local, manifests))
+    assert log.bound == {"topic": "orders", "partition": 0}
+    assert log.lines == [("info", "segment restored", {"base_offset": m.base_offset, "end_offset": m.end_offset,
+                                                       "bytes": sum(f.entry.size for f in restore_files(m))})
+                         for m in (manifests[1], manifests[0])]
+
+
+def test_a_restore_first_removes_what_an_interrupted_one_left(partition):
+    local, store, manifests, _ = partition
+    leftover = local.path / ("00000000000000000000.log" + TEMP_SUFFIX)
+    leftover.write_bytes(b"half")
+    unrelated = local.path / ("00000000000000000099.log" + TEMP_SUFFIX)
+    unrelated.write_bytes(b"half")
+    r, _ = restorer(store)
+    stop = threading.Event()
+    stop.set()
+    assert restorer(store, stop=stop)[0].restore(plan_of(local, manifests)).interrupted
+    assert not leftover.exists() and not unrelated.exists()
