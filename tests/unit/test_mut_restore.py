@@ -534,7 +534,6 @@ def test_a_restore_first_removes_what_an_interrupted_one_left(partition):
     leftover.write_bytes(b"half")
     unrelated = local.path / ("00000000000000000099.log" + TEMP_SUFFIX)
     unrelated.write_bytes(b"half")
-    r, _ = restorer(store)
     stop = threading.Event()
     stop.set()
     assert restorer(store, stop=stop)[0].restore(plan_of(local, manifests)).interrupted

@@ -393,3 +393,26 @@ def test_an_unsettled_upload_keeps_every_part_of_its_cause(broker):
             unsettled.keys) == (ErrorClass.RETRYABLE, "put", keys.manifest_key, "check the network", "network", keys)
     assert str(unsettled) == (f"put {keys.manifest_key}: reset (whether the manifest landed is not known yet); "
                               "check the network")
+
+
+def test_without_proc_the_log_goes_up_by_its_name_only_while_that_is_the_file_opened(broker, tmp_path, monkeypatch):
+    import pathlib
+    # A system without /proc: the descriptor's name there does not exist.
+    monkeypatch.setattr(worker, "Path", lambda p: pathlib.Path("/nonexistent" + p) if p.startswith("/proc/")
+                        else pathlib.Path(p))
+    path = target(broker, 0).segment.log_path
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert worker._by_descriptor(fd, path) == path
+        os.rename(path, tmp_path / "moved")
+        os.symlink(tmp_path / "moved", path)          # the name is now a link to the very file
+        with pytest.raises(BadSegment) as raised:
+            worker._by_descriptor(fd, path)
+        assert str(raised.value) == (f"{path} was replaced while it was offloaded; it is looked at again at the "
+                                     "next scan")
+        os.unlink(path)
+        with pytest.raises(BadSegment) as raised:
+            worker._by_descriptor(fd, path)
+        assert str(raised.value) == f"{path} disappeared before it was offloaded"
+    finally:
+        os.close(fd)
