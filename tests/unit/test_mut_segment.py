@@ -6,6 +6,8 @@ and each broker file that makes a segment bad. The same paths against moto: test
 from __future__ import annotations
 
 import os
+import shutil
+from types import SimpleNamespace
 
 import crc32c
 import pytest
@@ -25,16 +27,25 @@ NOW = 1_700_000_000_000
 UID = "feedfacefeedface"
 
 
-@pytest.fixture
-def broker(tmp_path):
-    broker = SimulatedBroker(tmp_path / "logs", segment_bytes=4096, seed=3, clock_ms=lambda: NOW)
+@pytest.fixture(scope="module")
+def log_dir_template(tmp_path_factory):
+    """One log dir written once per module; each test gets its own copy (tests change files)."""
+    log_dir = tmp_path_factory.mktemp("segment") / "logs"
+    broker = SimulatedBroker(log_dir, segment_bytes=4096, seed=3, clock_ms=lambda: NOW)
     broker.create_topic("orders", 1)
     broker.produce("orders", 0, 100, value_size=100)
     broker.bump_leader_epoch("orders", 0)
     broker.produce("orders", 0, 40, value_size=100)
     broker.checkpoint()
-    yield broker
     broker.close()
+    return log_dir
+
+
+@pytest.fixture
+def broker(log_dir_template, tmp_path):
+    log_dir = tmp_path / "logs"
+    shutil.copytree(log_dir_template, log_dir, copy_function=shutil.copy2)
+    return SimpleNamespace(log_dir=log_dir)
 
 
 def partition_of(broker):
