@@ -112,3 +112,17 @@ def test_durations_round_into_their_unit():
     assert [_duration(ms) for ms in (-5, 0, 1, 499, 500, 59_499, 60_000, 3_599_999, 3_600_000, 86_399_999,
                                      86_400_000, 172_800_000)] == [
         "0 s", "0 s", "0 s", "0 s", "0 s", "59 s", "1.0 min", "60.0 min", "1.0 h", "24.0 h", "1.0 d", "2.0 d"]
+
+
+def test_a_local_segment_rewritten_under_an_expired_store_copys_base_offset_is_not_that_copy():
+    # The broker truncated and rewrote [0, ...) after an unclean election: the local segment is
+    # not the one in the store (remote=False), so the store copy's expiry must not delete it.
+    remote = (RemoteCopy(0, 99, 50, 0),)
+    local = (LocalCopy(0, 120, 60, False, not_remote_reason="not in the store yet"), LocalCopy(120, None, 5))
+    plan = plan_retention(PartitionInput(local, remote, Limits(total_ms=10)), NOW)
+    assert plan.remote == (Deletion(0, 50, TOTAL_TIME),)
+    assert plan.local == () and plan.local_waiting == "segment 0: not in the store yet"
+    # the same copy uploaded (remote=True) goes with the store's
+    local = (LocalCopy(0, 100, 50, True, 0), LocalCopy(100, None, 5))
+    assert plan_retention(PartitionInput(local, remote, Limits(total_ms=10)), NOW).local == \
+        (Deletion(0, 50, TOTAL_TIME),)
