@@ -538,3 +538,25 @@ def test_a_restore_first_removes_what_an_interrupted_one_left(partition):
     stop.set()
     assert restorer(store, stop=stop)[0].restore(plan_of(local, manifests)).interrupted
     assert not leftover.exists() and not unrelated.exists()
+
+
+def test_a_directory_under_a_temporary_name_stops_the_partition_before_anything_is_written(partition):
+    local, store, manifests, _ = partition
+    (local.path / ("00000000000000000000.log" + TEMP_SUFFIX)).mkdir()
+    r, _ = restorer(store)
+    result = r.restore(plan_of(local, manifests))
+    assert result.failure == (f"orders-0: {local.path / ('00000000000000000000.log' + TEMP_SUFFIX)} is a directory "
+                              "under a name rollback uses for its temporary files; remove it and rerun")
+    assert store.calls == []
+
+
+def test_a_log_holding_offsets_past_its_manifests_end_is_refused_whatever_its_checksum(partition):
+    local, store, manifests, _ = partition
+    m = manifests[0]                       # offsets 0..29
+    short = replace(m, end_offset=28, last_batch_offset=28)
+    r, _ = restorer(store)
+    result = r.restore(plan_of(local, [short]))
+    assert "match its manifest's CRC-32C but are not valid Kafka batches (at byte " in result.failure
+    assert "batch last offset 29 outside the segment [0, 29)" in result.failure
+    assert not (local.path / "00000000000000000000.log").exists()
+    assert r.restore(plan_of(local, [m])).failure is None          # its true end: accepted
