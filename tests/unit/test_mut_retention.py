@@ -126,3 +126,11 @@ def test_a_local_segment_rewritten_under_an_expired_store_copys_base_offset_is_n
     local = (LocalCopy(0, 100, 50, True, 0), LocalCopy(100, None, 5))
     assert plan_retention(PartitionInput(local, remote, Limits(total_ms=10)), NOW).local == \
         (Deletion(0, 50, TOTAL_TIME),)
+
+
+def test_a_time_limit_of_zero_expires_everything_older_than_now_and_is_not_unlimited():
+    assert plan_retention(local_pair(NOW - 1, Limits(local_ms=0)), NOW).local == (Deletion(0, 50, LOCAL_TIME),)
+    assert plan_retention(local_pair(NOW, Limits(local_ms=0)), NOW).local == ()
+    assert plan_retention(one_remote(NOW, Limits(total_ms=0)), NOW).remote == (Deletion(0, 100, TOTAL_TIME),)
+    # a segment whose time is unknown waits under a zero limit: within it, not "unlimited"
+    assert plan_retention(one_remote(-1, Limits(total_ms=0), size=1), NOW).remote_waiting == "within total retention"
