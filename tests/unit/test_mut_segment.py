@@ -427,3 +427,63 @@ def test_without_proc_the_log_goes_up_by_its_name_only_while_that_is_the_file_op
         assert str(raised.value) == f"{path} disappeared before it was offloaded"
     finally:
         os.close(fd)
+
+
+def test_the_active_segment_is_never_offloaded(broker):
+    partition = partition_of(broker)
+    active = target_for(partition.segments[-1], partition, "cluster-a/", False, 1, UID)
+    assert active.segment.next_offset is None
+    with pytest.raises(AssertionError, match="^the active segment is never offloaded$"):
+        offload_segment(active, MemoryStore(), lambda: 1)
+
+
+def test_a_log_holding_offsets_at_or_past_the_next_segments_base_is_bad(broker):
+    from dataclasses import replace
+    t = target(broker, 0)                        # offsets 0..29, the next segment at 30
+    early = replace(t, segment=replace(t.segment, next_offset=29))
+    store = MemoryStore()
+    with pytest.raises(BadSegment) as raised:
+        offload_segment(early, store, lambda: 1)
+    assert str(raised.value) == (f"corrupt segment {t.segment.log_path}: at byte {_last_batch_position(t)}: batch "
+                                 "last offset 29 outside the segment [0, 29)")
+    assert not store.calls
+
+
+def _last_batch_position(t):
+    from tiering.kafka.batches import parse_header
+    data, position = t.segment.log_path.read_bytes(), 0
+    while position + parse_header(data, position).size < len(data):
+        position += parse_header(data, position).size
+    return position
+
+
+def test_an_index_pointing_past_the_end_of_the_log_is_bad(broker):
+    from tiering.kafka.indexes import OFFSET_ENTRY
+    t = target(broker, 0)
+    index = dict(t.segment.index_paths)["index"]
+    size = t.segment.log_path.stat().st_size
+    index.write_bytes(OFFSET_ENTRY.pack(29, size))
+    with pytest.raises(BadSegment) as raised:
+        offload_segment(t, MemoryStore(), lambda: 1)
+    assert str(raised.value) == (f"corrupt index {index}: .index entry (29, {size}) points outside the segment "
+                                 f"(30 offsets, {size} bytes)")
+    index.write_bytes(OFFSET_ENTRY.pack(29, size - 1))
+    offload_segment(t, MemoryStore(), lambda: 1)
+
+
+def test_without_proc_a_segment_is_offloaded_by_its_name(broker, monkeypatch):
+    import pathlib
+    monkeypatch.setattr(worker, "Path", lambda p: pathlib.Path("/nonexistent" + p) if p.startswith("/proc/")
+                        else pathlib.Path(p))
+    t = target(broker, 0)
+    store = MemoryStore()
+    manifest = offload_segment(t, store, lambda: 1)
+    assert store.objects[manifest.object("log").key] == t.segment.log_path.read_bytes()
+
+
+def test_a_log_gone_before_it_is_opened_is_named(broker):
+    t = target(broker, 1)
+    t.segment.log_path.unlink()
+    with pytest.raises(BadSegment) as raised:
+        offload_segment(t, MemoryStore(), lambda: 1)
+    assert str(raised.value) == f"{t.segment.log_path} disappeared before it was offloaded"
