@@ -134,3 +134,12 @@ def test_a_time_limit_of_zero_expires_everything_older_than_now_and_is_not_unlim
     assert plan_retention(one_remote(NOW, Limits(total_ms=0)), NOW).remote == (Deletion(0, 100, TOTAL_TIME),)
     # a segment whose time is unknown waits under a zero limit: within it, not "unlimited"
     assert plan_retention(one_remote(-1, Limits(total_ms=0), size=1), NOW).remote_waiting == "within total retention"
+
+
+def test_the_waiting_reason_counts_down_from_a_zero_limit_and_a_zero_timestamp():
+    # a producer's clock ahead of ours: under a zero limit the segment waits until its own time
+    assert plan_retention(one_remote(NOW + 5000, Limits(total_ms=0), size=1), NOW).remote_waiting == \
+        "expires by time in 5 s"
+    # a timestamp of 0 (the epoch) is a time to count from
+    assert plan_retention(one_remote(0, Limits(total_ms=NOW + 2000), size=1), NOW).remote_waiting == \
+        "expires by time in 2 s"
