@@ -51,6 +51,16 @@ def test_bit_flips_and_truncation_of_a_real_segment_are_caught_or_harmless(flips
     assert summary.size == len(data)
     if summary.batch_count:
         assert 100 <= summary.last_offset < 112
+    # Whole batches of the real segment: a cut only at a batch's end, and from each batch's
+    # magic byte on (the CRC and what it covers) the very bytes that were written; only the
+    # base offset and leader epoch, which the CRC does not cover, may differ (and were checked).
+    ends = [0]
+    while ends[-1] < len(SEGMENT):
+        ends.append(ends[-1] + 12 + int.from_bytes(SEGMENT[ends[-1] + 8:ends[-1] + 12], "big"))
+    assert len(data) in ends and summary.batch_count == ends.index(len(data))
+    for start, end in zip(ends, ends[1:summary.batch_count + 1]):
+        assert data[start + 8:start + 12] == SEGMENT[start + 8:start + 12]
+        assert data[start + 16:end] == SEGMENT[start + 16:end]
 
 
 @FUZZ
@@ -103,6 +113,11 @@ def assert_in_range(parsed: SegmentManifest) -> None:
         assert previous is None or (epoch > previous[0] and start > previous[1])
         previous = (epoch, start)
     assert all(len(o.crc32c) == 8 and set(o.crc32c) <= set("0123456789abcdef") for o in parsed.objects)
+    # and it round-trips: what we would write back is read as the same manifest (our writer's
+    # indented form of a document accepted just under the size limit may be over it)
+    document = parsed.to_json()
+    if len(document) <= MAX_MANIFEST_BYTES:
+        assert parse_manifest(document, KEYS.manifest_key) == parsed
 
 
 big_ints = st.integers(min_value=-2**70, max_value=2**70) | st.sampled_from(
@@ -181,6 +196,9 @@ def test_key_parser_never_raises_and_what_it_accepts_is_ours(key):
     parsed = parse_key(key)
     if parsed is not None:
         assert key.startswith(parsed.stem + ".") and ".." not in key.split("/")
+        # round trip: the parts name this very key
+        assert f"{parsed.stem}.{parsed.suffix}" == key
+        assert parse_key(f"{parsed.stem}.{parsed.suffix}") == parsed
 
 
 # -- names (the batch walk, index files and checkpoints: test_fuzz_accepts.py) -----------------
@@ -191,6 +209,8 @@ def test_any_directory_or_file_name_is_classified_never_raises(name):
     parsed = parse_partition_dir(name)
     if parsed.kind is DirKind.PARTITION:
         assert is_legal_topic(parsed.topic) and parsed.partition >= 0 and "/" not in parsed.topic
+        # round trip: the broker's own name for that partition reads back the same
+        assert parse_partition_dir(f"{parsed.topic}-{parsed.partition}") == parsed
     segment = parse_segment_file(name)
     if segment is not None:
         assert segment.base_offset >= 0 and name.startswith(f"{segment.base_offset:020d}.")
