@@ -22,11 +22,13 @@ def claim(broker=1, epoch=5, created=NOW, uid="a" * 16):
     (claim(2, 6), claim(1, 5), NOW, YIELD),
     (claim(2, 6, created=0), claim(1, 5), NOW, YIELD),
     (claim(2, 0), claim(1, None), NOW, YIELD),          # any epoch beats a single-mode upload
-    # an older leader's, still fresh: its upload may finish
-    (claim(2, 5), claim(1, 6), NOW, WAIT),
-    (claim(2, 5, created=NOW - TIMEOUT + 1), claim(1, 6), NOW, WAIT),
-    # ... stale at exactly the timeout
-    (claim(2, 5, created=NOW - TIMEOUT), claim(1, 6), NOW, PROCEED),
+    # an older leader's, however fresh: it may have died mid-upload; waiting would leave a gap
+    (claim(2, 5), claim(1, 6), NOW, PROCEED),
+    (claim(2, 5, created=NOW - TIMEOUT + 1), claim(1, 6), NOW, PROCEED),
+    (claim(2, 0), claim(1, 1), NOW, PROCEED),
+    # a single-mode upload's claim (no epoch) is waited out, however low
+    (claim(2, None), claim(1, 6), NOW, WAIT),
+    (claim(2, None, created=NOW - TIMEOUT), claim(1, 6), NOW, PROCEED),
     # the same epoch from another broker (not a Kafka state) is waited out too
     (claim(2, 6), claim(1, 6), NOW, WAIT),
     (claim(2, 6, created=NOW - TIMEOUT), claim(1, 6), NOW, PROCEED),

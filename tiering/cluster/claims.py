@@ -51,17 +51,23 @@ def claim_verdict(existing: Claim, mine: Claim, now_ms: int, timeout_ms: int) ->
     """What to do when `mine` finds `existing` at the key:
 
     - PROCEED: it is this broker's (an earlier attempt, a restart, a lost answer to our own
-      write), or another broker's claim older than `timeout_ms` at an epoch not above ours
-      (its uploader died or gave up before writing a manifest);
+      write); or an older leader's (a lower epoch than ours): that leader may have died
+      mid-upload (kill -9 of its broker), and waiting for its claim to age out would leave a
+      gap in the chain for `timeout_ms`; if it does finish, its copy overlaps ours, at most
+      one segment per leader change, and the chain serves those offsets from ours (the newer
+      epoch); or another broker's claim older than `timeout_ms` at an epoch not above ours;
     - YIELD: a broker claimed it under a higher leader epoch than ours: it is the newer
       leader, we are the stale one;
-    - WAIT: another broker's recent claim at an epoch not above ours (its upload may still
-      finish): ask again later, by then its manifest is in the chain or the claim is stale.
+    - WAIT: another broker's recent claim at our own epoch, or one without an epoch (not a
+      state Kafka produces): ask again later, by then its manifest is in the chain or the
+      claim is stale.
     """
     if existing.broker_id is not None and existing.broker_id == mine.broker_id:
         return PROCEED
     if existing.leader_epoch is not None and (mine.leader_epoch is None or existing.leader_epoch > mine.leader_epoch):
         return YIELD
+    if mine.leader_epoch is not None and existing.leader_epoch is not None and existing.leader_epoch < mine.leader_epoch:
+        return PROCEED
     if now_ms - existing.created_at_ms >= timeout_ms:
         return PROCEED
     return WAIT
