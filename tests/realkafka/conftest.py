@@ -87,6 +87,32 @@ def kafka_cluster(tmp_path_factory, kafka_libs) -> Cluster:
 
 
 @pytest.fixture
+def cluster(kafka_cluster) -> Cluster:
+    """The module's cluster for one test: a node the test left killed is started again after it."""
+    yield kafka_cluster
+    for node_id, node in kafka_cluster.nodes.items():
+        if not node.running():
+            kafka_cluster.restart(node_id)
+
+
+@pytest.fixture
+def sidecars_for(cluster, s3, s3_endpoint, tmp_path):
+    """`sidecars_for(topics, **options)`: three sidecars on the cluster (tests/realkafka/sidecars.py);
+    their daemons are killed after the test whatever its outcome."""
+    from tests.realkafka.sidecars import make_sidecars
+    made = []
+
+    def make(topics, **options):
+        group = make_sidecars(cluster, tmp_path, s3_endpoint, topics, **options)
+        made.append(group)
+        return group
+    yield make
+    for group in made:
+        for sidecar in group.values():
+            sidecar.kill()
+
+
+@pytest.fixture
 def kenv(tmp_path, s3, s3_endpoint, kafka_broker) -> Env:
     """The sidecar's Env on the shared broker's log dir (its state and config in this test's dir)."""
     return Env(tmp_path, s3_endpoint, kafka_broker.log_dir, tmp_path / "state")

@@ -11,16 +11,23 @@ from tiering.realkafka.cluster import Cluster
 from tiering.realkafka.demo import topic_segment_config
 from tiering.realkafka.ops import ClusterAdmin, PartitionState
 from tests.realkafka.clients import value_for
+from tests.realkafka.offload import partition_dir, wait_until
 
 
 def create_replicated_topic(cluster: Cluster, topic: str, partitions: int = 1, segment_bytes: int = 16 * 1024,
                             **configs: str) -> dict[int, PartitionState]:
-    """RF=3, min.insync.replicas=2, small segments; returns once every partition is led with a full ISR."""
+    """RF=3, min.insync.replicas=2, small segments; returns once every partition is led with a
+    full ISR and each replica's dir exists (a new topic's ISR is full in the metadata before the
+    nodes have made their dirs)."""
     topic_configs = {**topic_segment_config(segment_bytes), "min.insync.replicas": "2",
                      **{k.replace("_", "."): v for k, v in configs.items()}}
     with ClusterAdmin(cluster.bootstrap) as admin:
         admin.create_topic(topic, partitions, 3, topic_configs)
-        return admin.wait_healthy(topic, partitions)
+        states = admin.wait_healthy(topic, partitions)
+    wait_until(lambda: all(partition_dir(cluster.log_dir(n), topic, p).is_dir()
+                           for p, state in states.items() for n in state.replicas),
+               60, f"every replica's dir of {topic}")
+    return states
 
 
 @dataclass
