@@ -19,7 +19,7 @@ from tiering.demo import free_port
 from tiering.realkafka.cluster import Cluster
 
 # How often a sidecar asks the cluster who leads what, in the tests (seconds).
-REFRESH_S = 0  # TEMP
+REFRESH_S = 1
 
 
 @dataclass
@@ -80,7 +80,7 @@ def make_sidecars(cluster: Cluster, root: Path, endpoint: str, topics: list[str]
         config = env.write_config(kafka)
         text = config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{port}"')
         text += ('\n[daemon]\nreconcile_interval_ms = "1s"\n' + daemon
-                 + (f"\n[cluster]\nmetadata_refresh_s = {REFRESH_S}\n" if REFRESH_S else ""))
+                 + f"\n[cluster]\nmetadata_refresh_s = {REFRESH_S}\n")
         config.write_text(text)
         sidecars[node_id] = Sidecar(node_id, env, config, workdir, port)
     return sidecars
