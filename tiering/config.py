@@ -121,6 +121,19 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Cluster mode (kafka.bootstrap_servers set; an extension of design.md, issue 19)."""
+
+    metadata_refresh_ms: int = 10_000     # leadership is asked for this often; stale after 2x
+    chain_refresh_ms: int = 30_000        # a partition's manifests from every broker, listed again
+    claim_timeout_ms: int = 600_000       # another broker's claim without a manifest is abandoned after
+    claims: str = "auto"                  # conditional-PUT claims: "auto" (if the store has it), "on", "off"
+
+
+CLAIM_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     store: StoreConfig
@@ -131,6 +144,12 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    @property
+    def cluster_mode(self) -> bool:
+        """With bootstrap servers the sidecar follows the cluster's leadership (issue 19)."""
+        return bool(self.kafka.bootstrap_servers)
 
     def retention_for(self, topic: str) -> RetentionPolicy:
         return self.topics.get(topic, self.retention)
@@ -170,7 +189,7 @@ class _Reader:
         self.problems: list[str] = []
 
     def config(self) -> Config | None:
-        known = {"kafka", "store", "upload", "retention", "topics", "read", "state", "metrics", "daemon"}
+        known = {"kafka", "store", "upload", "retention", "topics", "read", "state", "metrics", "daemon", "cluster"}
         self._unknown("", self.document, known)
         kafka = self._kafka(self._table("kafka", required=True))
         store = self._store(self._table("store", required=True))
@@ -186,6 +205,7 @@ class _Reader:
         state = self._state(self._table("state"))
         metrics = self._metrics(self._table("metrics"))
         daemon = self._daemon(self._table("daemon"))
+        cluster = self._cluster(self._table("cluster"))
         admin = [name for name, policy in (("retention", retention), *((f'topics."{t}"', p) for t, p in topics.items()))
                  if policy.local_delete == "kafka-admin"]
         if admin and not kafka.bootstrap_servers:
@@ -193,7 +213,8 @@ class _Reader:
                                  f"(used by {', '.join(admin)}): the broker's address, e.g. \"127.0.0.1:9092\"")
         if self.problems:
             return None
-        return Config(kafka, store, upload, retention, MappingProxyType(topics), read, state, metrics, daemon)
+        return Config(kafka, store, upload, retention, MappingProxyType(topics), read, state, metrics, daemon,
+                      cluster)
 
     # -- sections --------------------------------------------------------------------
 
@@ -344,6 +365,36 @@ class _Reader:
                                                  100, parse_duration_ms),
             fatal_retry_ms=self._at_least("daemon", t, "fatal_retry_ms", d.fatal_retry_ms, 1000, parse_duration_ms),
         )
+
+    def _cluster(self, t: Mapping[str, Any]) -> ClusterConfig:
+        d = ClusterConfig()
+        self._unknown("cluster", t, {"metadata_refresh_s", "chain_refresh_s", "claim_timeout_s", "claims"})
+        claims = self._string("cluster", t, "claims", d.claims)
+        if claims not in CLAIM_MODES:
+            self.problems.append(f"cluster.claims: must be one of {', '.join(CLAIM_MODES)}, got {claims!r}")
+        return ClusterConfig(
+            metadata_refresh_ms=self._seconds("cluster", t, "metadata_refresh_s", d.metadata_refresh_ms, 100),
+            chain_refresh_ms=self._seconds("cluster", t, "chain_refresh_s", d.chain_refresh_ms, 100),
+            claim_timeout_ms=self._seconds("cluster", t, "claim_timeout_s", d.claim_timeout_ms, 1000),
+            claims=claims if claims in CLAIM_MODES else d.claims,
+        )
+
+    def _seconds(self, section: str, t: Mapping[str, Any], key: str, default_ms: int, minimum_ms: int) -> int:
+        """A key in seconds (a number, e.g. 10 or 0.5, or a duration string like "10s"), in ms."""
+        if key not in t:
+            return default_ms
+        value = t[key]
+        try:
+            if isinstance(value, bool):
+                raise ValueError(f"expected seconds, got {value!r}")
+            ms = round(value * 1000) if isinstance(value, (int, float)) else parse_duration_ms(value)
+        except ValueError as exc:
+            self.problems.append(f"{section}.{key}: {exc}")
+            return default_ms
+        if ms < minimum_ms:
+            self.problems.append(f"{section}.{key}: must be >= {minimum_ms / 1000:g} s, got {value!r}")
+            return default_ms
+        return ms
 
     # -- typed getters ------------------------------------------------------------------
 

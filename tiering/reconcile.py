@@ -3,6 +3,12 @@
 - A new (or lost) journal is rebuilt from the manifests in the store, so nothing is uploaded
   twice: from this deployment's manifests only (tiering.store.owned), never from another's
   nested under our prefix, which total retention would then delete as ours.
+- In a cluster the store holds every broker's uploads of a partition (its chain). The journal
+  keeps what this sidecar uploaded, one row per segment of its own log dir: a rebuild takes
+  only the manifests this broker wrote (`own_broker`). Another broker's upload of the same
+  base offset (with its own end offset) or of other boundaries is the chain's, read from the
+  store by whoever needs it (tiering.read.remote_chain), never a row here, where it would
+  stand for a segment of ours with the wrong end offset, or hide ours under the same key.
 - A segment the journal says was `uploading` was interrupted (crash, kill -9): if its
   manifest made it, the upload is complete; otherwise its objects and multipart uploads,
   which nobody can see, are removed and the segment is offloaded again under a new id.
@@ -61,8 +67,11 @@ def read_manifests(store: ObjectStore, listing: Iterable[tuple[ParsedKey, Object
 
 
 def rebuild_journal(journal: Journal, store: ObjectStore, layout: KeyLayout,
-                    clock: Clock) -> tuple[int, list[RemoteProblem]]:
-    """Import every manifest of ours in the store into a journal that has never seen the store."""
+                    clock: Clock, own_broker: int | None = None) -> tuple[int, list[RemoteProblem]]:
+    """Import every manifest of ours in the store into a journal that has never seen the store.
+
+    `own_broker` (cluster mode: this broker's id): only the manifests that broker uploaded;
+    None (single mode): every manifest, whoever's broker id it records."""
     owned = list(owned_objects(store, layout))
     listing = {info.key: info for _, info in owned}
     manifests, problems = read_manifests(store, owned)
@@ -76,6 +85,8 @@ def rebuild_journal(journal: Journal, store: ObjectStore, layout: KeyLayout,
                          f"{unread[0].reason.removeprefix('manifest could not be read: ')}); the journal is "
                          "rebuilt from the store when it answers")
     seen: dict[SegmentId, str] = {}
+    if own_broker is not None:
+        manifests = [(key, m) for key, m in manifests if m.broker_id == own_broker]
     for key, manifest in sorted(manifests, key=lambda item: item[1].created_at_ms):
         sid = segment_id(manifest)
         mismatch = _unlike_listing(manifest, listing)

@@ -1,10 +1,13 @@
 """Which segments hold a partition's offsets, in both tiers: the reader's map.
 
 Local segments come first: the broker's log dir says what is on disk (from its first segment
-up to the high watermark). Below the first local segment the store's manifests take over: one
-LIST of the partition's key prefix gives every segment's base offset from the key names, and a
-manifest is fetched (and kept) only when a read reaches its segment. Only the current topic
-id's keys are read, so a deleted and re-created topic never shows its predecessor's records.
+up to the high watermark). Below the first local segment the store's chain takes over: the
+manifests of the partition from every broker (one LIST of the partition's key prefix, then the
+manifests starting below the first local segment, fetched once and kept), resolved into
+pieces (tiering.cluster.chain): each offset served by exactly one upload, the newer leader
+epoch's copy where uploads overlap, whatever boundaries each broker's segments had. Only the
+current topic id's keys are read, so a deleted and re-created topic never shows its
+predecessor's records.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan
 from tiering.store.keys import KeyLayout
 from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
-from tiering.store.owned import owned_objects
+from tiering.read.remote_chain import load_chain, partition_manifest_keys
 from tiering.store.protocol import ObjectStore
 
 
@@ -37,8 +40,14 @@ class BadRemoteSegment(TieringError):
 
 @dataclass(frozen=True)
 class RemoteSegment:
+    """One piece of the chain: the offsets base_offset..last_offset, read from the upload
+    whose manifest is at manifest_key and whose segment starts at link_base (at or below
+    base_offset: a piece may start inside the segment it is read from)."""
+
     base_offset: int
     manifest_key: str
+    last_offset: int
+    link_base: int
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class PartitionView:
     topic_id: str
     local: LocalPartition | None
     high_watermark: int | None            # from the broker's checkpoint; None: not known
-    remote: tuple[RemoteSegment, ...]     # below the first local segment, by base offset
+    remote: tuple[RemoteSegment, ...]     # the chain's pieces below the first local segment, in order
 
     @property
     def first_local_offset(self) -> int | None:
@@ -104,20 +113,21 @@ class Catalog:
         layout = KeyLayout(self.prefix, self.hash_prefix)
         root = layout.partition(topic, topic_id, partition).root
         first_local = local.segments[0].base_offset if local and local.segments else None
-        remote: dict[int, str] = {}
-        for parsed, info in owned_objects(self.store, layout, under=root):
-            if not parsed.is_manifest or parsed.root != root:
-                continue
-            if first_local is not None and parsed.base_offset >= first_local:
-                continue  # the local copy is read instead
-            # Two complete uploads of one segment are identical in content; keep one.
-            remote.setdefault(parsed.base_offset, info.key)
+        # A link starting at or above the first local segment serves nothing the local copy
+        # does not; one starting below it is cut where the local segments take over.
+        listed = partition_manifest_keys(self.store, layout, root, below=first_local)
+        chain = load_chain((info.key for _, info in listed), self.manifest)
+        limit = first_local - 1 if first_local is not None else None
+        remote = []
+        for piece in chain.pieces:
+            last = piece.last if limit is None else min(piece.last, limit)
+            if piece.first <= last:
+                remote.append(RemoteSegment(piece.first, piece.link.manifest_key, last, piece.link.base_offset))
         high_watermark = None
         if local is not None:
             state = self.scan.log_dir_state(local.log_dir)
             high_watermark = state.high_watermarks.get(TopicPartition(topic, partition))
-        return PartitionView(topic, partition, topic_id, local, high_watermark,
-                             tuple(RemoteSegment(b, k) for b, k in sorted(remote.items())))
+        return PartitionView(topic, partition, topic_id, local, high_watermark, tuple(remote))
 
     def cached_manifest(self, key: str) -> SegmentManifest | None:
         with self._lock:

@@ -58,9 +58,19 @@ class Extent:
 
 @dataclass(frozen=True)
 class _Segment:
-    base_offset: int
+    base_offset: int                  # the first offset read from it (a remote piece's first)
     local: LocalSegment | None = None
     remote: RemoteSegment | None = None
+
+    @property
+    def file_base(self) -> int:
+        """The base offset of the segment file the bytes come from (its index is relative to it)."""
+        return self.remote.link_base if self.remote is not None else self.base_offset
+
+    @property
+    def last_offset(self) -> int | None:
+        """The last offset read from it; None: up to its end."""
+        return self.remote.last_offset if self.remote is not None else None
 
     @property
     def is_active(self) -> bool:
@@ -88,7 +98,7 @@ class TieredReader:
             if end is None:  # no checkpoint yet: up to the end of the active segment
                 end = _log_end(view.local.segments[-1])
         else:
-            end = self.catalog.manifest(view.remote[-1].manifest_key).end_offset + 1
+            end = view.remote[-1].last_offset + 1
         return Extent(earliest, end) if end > earliest else None
 
     def check_offset(self, view: PartitionView, offset: int) -> Extent:
@@ -134,9 +144,16 @@ class TieredReader:
                     return
                 cursor, where = opened.cursor(i, prefetcher)
                 finished = False
+                # A chain piece serves its offsets only: the batches of its file below them are
+                # the previous piece's (another upload's copy, the newer epoch's where they
+                # differ), those above the next one's. Piece boundaries are batch boundaries.
+                floor = max(floor, segment.base_offset)
+                first = max(from_offset, segment.base_offset)
+                last = segment.last_offset
+                stop = bound if last is None else min(bound, last + 1)
                 try:
-                    start = self._start_position(segment, from_offset) if from_offset > segment.base_offset else 0
-                    for header, data in _walk(cursor, start, bound, segment.is_active, where):
+                    start = self._start_position(segment, first) if first > segment.file_base else 0
+                    for header, data in _walk(cursor, start, stop, segment.is_active, where):
                         control_key = _decode(Batch(header, data))[0].key if header.is_control else None
                         shown = visibility.shows(header, control_key)
                         if header.last_offset < floor:
@@ -164,7 +181,7 @@ class TieredReader:
         else:
             path = dict(segment.local.index_paths).get("index")
             index = _read_quietly(path)
-        return offsets.position_for(index, segment.base_offset, offset)
+        return offsets.position_for(index, segment.file_base, offset)
 
     def _aborted(self, segments: list[_Segment]) -> list[offsets.AbortedTransaction]:
         found = []
@@ -174,7 +191,11 @@ class TieredReader:
                 data = self.catalog.store.get_bytes(entry.key, entry.size) if entry is not None and entry.size else b""
             else:
                 data = _read_quietly(dict(segment.local.index_paths).get("txnindex"))
-            found += offsets.aborted_transactions(data)
+            last = segment.last_offset
+            # A piece's file may hold another piece's offsets (an overlapping upload): only the
+            # aborts whose marker this piece serves are its own.
+            found += [t for t in offsets.aborted_transactions(data)
+                      if segment.remote is None or segment.base_offset <= t.last_offset <= last]
         return found
 
     def _last_stable_offset(self, view: PartitionView, end: int) -> int:

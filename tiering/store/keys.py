@@ -1,6 +1,7 @@
 """Where a segment's objects live in the bucket (design.md, "Remote layout").
 
     {prefix}[{hash}/]{topic}-{topic_id}/{partition}/{base offset, 20 digits}-{uid}.{suffix}
+    {prefix}[{hash}/]{topic}-{topic_id}/{partition}/{base offset, 20 digits}.claim   (cluster mode)
 
 The topic id keeps a deleted and re-created topic apart from its predecessor; the unique id
 makes every upload attempt write fresh keys (objects are immutable, a retry never overwrites);
@@ -24,6 +25,9 @@ import re
 from dataclasses import dataclass
 
 MANIFEST_SUFFIX = "manifest.json"
+# A claim (cluster mode): `{root}{base offset, 20 digits}.claim`, one per partition and start
+# offset, written with `If-None-Match: *` before a segment's objects (tiering.cluster.claims).
+CLAIM_SUFFIX = "claim"
 # Remote object kinds and their key suffixes (the local file extensions where there is one).
 OBJECT_SUFFIXES = {
     "log": "log",
@@ -46,7 +50,7 @@ _SUFFIXES = "|".join(re.escape(s) for s in sorted({*OBJECT_SUFFIXES.values(), MA
 # characters before the partition's '/' (Kafka's Uuid in unpadded URL-safe base64), so
 # `{topic}-{topic_id}` splits one way only, whatever dashes and digits the name holds.
 _TAIL = (r"(?P<topic>[A-Za-z0-9._-]{1,249})-(?P<topic_id>[A-Za-z0-9_-]{22})/(?P<partition>0|[1-9]\d{0,9})/"
-         r"(?P<base>\d{20})-(?P<uid>[0-9a-f]{16})\.(?P<suffix>" + _SUFFIXES + r")")
+         r"(?P<base>\d{20})(?:-(?P<uid>[0-9a-f]{16})\.(?P<suffix>" + _SUFFIXES + r")|\.(?P<claim>claim))")
 _PLAIN_TAIL = re.compile(_TAIL)
 _INT32_MAX, _INT64_MAX = 2**31 - 1, 2**63 - 1
 _HASHED_TAIL = re.compile(r"(?P<hash>[0-9a-f]{8})/" + _TAIL)
@@ -75,6 +79,10 @@ class PartitionPath:
     def segment(self, base_offset: int, uid: str) -> SegmentKeys:
         return SegmentKeys(self.root, base_offset, uid)
 
+    def claim_key(self, base_offset: int) -> str:
+        """The claim on the segment starting at `base_offset`, whoever uploads it."""
+        return f"{self.root}{base_offset:020d}.{CLAIM_SUFFIX}"
+
 
 @dataclass(frozen=True)
 class SegmentKeys:
@@ -101,7 +109,7 @@ class ParsedKey:
     topic_id: str
     partition: int
     base_offset: int
-    uid: str
+    uid: str            # "" for a claim (it belongs to a start offset, not to one attempt)
     suffix: str
 
     @property
@@ -109,7 +117,15 @@ class ParsedKey:
         return self.suffix == MANIFEST_SUFFIX
 
     @property
+    def is_claim(self) -> bool:
+        return self.suffix == CLAIM_SUFFIX
+
+    @property
     def stem(self) -> str:
+        # A claim's stem is never a manifest's: the sweep takes claims as orphans once they
+        # are older than daemon.orphan_ms, which is how claims leave the store.
+        if self.is_claim:
+            return f"{self.root}{self.base_offset:020d}"
         return f"{self.root}{self.base_offset:020d}-{self.uid}"
 
 
@@ -142,6 +158,8 @@ class KeyLayout:
         path = self.partition(match.group("topic"), match.group("topic_id"), partition)
         if not key.startswith(path.root):
             return None     # a hash segment that is not this partition's hash
+        if match.group("claim"):
+            return ParsedKey(path.root, path.topic, path.topic_id, path.partition, base, "", CLAIM_SUFFIX)
         return ParsedKey(path.root, path.topic, path.topic_id, path.partition, base,
                          match.group("uid"), match.group("suffix"))
 

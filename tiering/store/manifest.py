@@ -71,6 +71,12 @@ class SegmentManifest:
     # format_version: readers ignore fields they do not know, and max_timestamp itself holds
     # the effective value, so an older reader takes the right decisions too.
     max_timestamp_source: str = "records"
+    # The uploader's leader epoch for this partition when it uploaded (cluster mode); None for
+    # a single-mode upload. Added without a new format_version, like max_timestamp_source: it
+    # orders overlapping copies in the partition's chain (tiering.cluster.chain), the newer
+    # epoch's copy winning. Left out of the JSON when None, so single-mode manifests are as
+    # before.
+    leader_epoch: int | None = None
 
     @property
     def effective_max_timestamp(self) -> int:
@@ -89,6 +95,8 @@ class SegmentManifest:
     def to_json(self) -> bytes:
         document = asdict(self)
         document["leader_epochs"] = [list(e) for e in self.leader_epochs]
+        if document["leader_epoch"] is None:
+            del document["leader_epoch"]
         return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
 
@@ -143,6 +151,8 @@ def parse_manifest(data: bytes, manifest_key: str) -> SegmentManifest:
         raise ManifestError(f"last_batch_offset {last!r} outside the segment")
     if doc.get("broker_id") is not None:
         _in_range(doc, "broker_id", -MAX_INT32 - 1, MAX_INT32)
+    if doc.get("leader_epoch") is not None:
+        _in_range(doc, "leader_epoch", 0, MAX_INT32)
     epochs = doc.get("leader_epochs")
     if not isinstance(epochs, list) or not all(
             isinstance(e, list) and len(e) == 2 and all(_is_int(x) for x in e) for e in epochs):
@@ -202,6 +212,7 @@ def parse_manifest(data: bytes, manifest_key: str) -> SegmentManifest:
         leader_epochs=tuple((e[0], e[1]) for e in epochs), objects=tuple(entries), uid=doc["uid"],
         broker_id=doc.get("broker_id"), created_at_ms=doc["created_at_ms"], tool_version=doc["tool_version"],
         max_timestamp_source=_timestamp_source(doc.get("max_timestamp_source", "records")),
+        leader_epoch=doc.get("leader_epoch"),
     )
 
 

@@ -32,6 +32,11 @@ class ObjectStore(Protocol):
         """Store a small object in one request; returns its ETag. The store has checked the
         body's length and checksum when this returns."""
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create a small object only where the key does not exist (`If-None-Match: *`): True
+        when this call created it, False when the key was there (the store answered 412).
+        Only for stores that honour the condition (tiering.store.capabilities)."""
+
     def get_bytes(self, key: str, max_bytes: int) -> bytes:
         """A whole object of at most `max_bytes`; a bigger one raises ObjectTooLarge (a
         StoreError) without being read."""

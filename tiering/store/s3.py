@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
@@ -173,6 +174,26 @@ class S3Store:
         with store_call("put", key):
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra)
             return str(response.get("ETag", "")).strip('"')
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        try:
+            if self.limiter is not None:
+                self.limiter.charge(len(data))
+        except Cancelled:
+            raise StoreError(ErrorClass.RETRYABLE, "put", key, "cancelled: shutting down") from None
+        with store_call("put", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **self._extra)
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if status == 412:
+                    return False      # the key exists: someone (maybe a retry of ours) wrote it first
+                if status == 409:
+                    # ConditionalRequestConflict: another conditional write of the key is in
+                    # progress; asking again settles who won.
+                    raise StoreError(ErrorClass.RETRYABLE, "put", key, "conditional write conflict") from None
+                raise
+        return True
 
     def delete_objects(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), 1000):

@@ -1,0 +1,66 @@
+"""The claim rule and the claim key (tiering.cluster.claims, tiering.store.keys)."""
+
+import pytest
+
+from tiering.cluster.claims import PROCEED, WAIT, YIELD, Claim, claim_verdict, parse_claim
+from tiering.store.keys import KeyLayout
+
+TOPIC_ID = "4A8VWD3ZTJa4i2ZbnSPb8A"
+TIMEOUT = 600_000
+NOW = 10_000_000
+
+
+def claim(broker=1, epoch=5, created=NOW, uid="a" * 16):
+    return Claim(broker, epoch, uid, created)
+
+
+@pytest.mark.parametrize("existing,mine,now,verdict", [
+    # ours: a retry, a restart, our own write whose answer was lost; whatever the epoch or age
+    (claim(1, 5), claim(1, 5, uid="b" * 16), NOW, PROCEED),
+    (claim(1, 7), claim(1, 5), NOW, PROCEED),
+    # a newer leader's: we are stale, whatever the age
+    (claim(2, 6), claim(1, 5), NOW, YIELD),
+    (claim(2, 6, created=0), claim(1, 5), NOW, YIELD),
+    (claim(2, 0), claim(1, None), NOW, YIELD),          # any epoch beats a single-mode upload
+    # an older leader's, still fresh: its upload may finish
+    (claim(2, 5), claim(1, 6), NOW, WAIT),
+    (claim(2, 5, created=NOW - TIMEOUT + 1), claim(1, 6), NOW, WAIT),
+    # ... stale at exactly the timeout
+    (claim(2, 5, created=NOW - TIMEOUT), claim(1, 6), NOW, PROCEED),
+    # the same epoch from another broker (not a Kafka state) is waited out too
+    (claim(2, 6), claim(1, 6), NOW, WAIT),
+    (claim(2, 6, created=NOW - TIMEOUT), claim(1, 6), NOW, PROCEED),
+    # an unreadable claim (no broker, no epoch): waited out from its object's time
+    (Claim(None, None, "", NOW - 1), claim(1, 6), NOW, WAIT),
+    (Claim(None, None, "", NOW - TIMEOUT), claim(1, 6), NOW, PROCEED),
+    # no broker id on either side is not "ours"
+    (claim(None, None), claim(None, None), NOW, WAIT),
+])
+def test_claim_verdict(existing, mine, now, verdict):
+    assert claim_verdict(existing, mine, now, TIMEOUT) == verdict
+
+
+def test_claim_round_trip_and_garbage():
+    mine = claim(3, 9)
+    assert parse_claim(mine.to_json(), 0) == mine
+    for garbage in (b"", b"{", b"[]", b'{"broker_id": "3", "leader_epoch": 1, "uid": "x", "created_at_ms": 1}',
+                    b'{"broker_id": 3, "leader_epoch": true, "uid": "x", "created_at_ms": 1}',
+                    b'{"broker_id": 3, "leader_epoch": 1, "uid": "x", "created_at_ms": null}', b"\xff"):
+        assert parse_claim(garbage, 42) == Claim(None, None, "", 42)
+
+
+@pytest.mark.parametrize("hash_prefix", [False, True])
+def test_claim_key_is_ours_and_never_a_segment_stem(hash_prefix):
+    layout = KeyLayout("cluster-a/", hash_prefix)
+    path = layout.partition("orders.v2", TOPIC_ID, 3)
+    key = path.claim_key(1234)
+    assert key == f"{path.root}00000000000000001234.claim"
+    parsed = layout.parse(key)
+    assert (parsed.topic, parsed.topic_id, parsed.partition, parsed.base_offset) == ("orders.v2", TOPIC_ID, 3, 1234)
+    assert parsed.is_claim and not parsed.is_manifest and parsed.uid == ""
+    segment = path.segment(1234, "0123456789abcdef")
+    assert parsed.stem != segment.stem and not segment.stem.startswith(parsed.stem + ".")
+    assert not layout.parse(segment.manifest_key).is_claim
+    for not_ours in (key + ".x", key.replace(".claim", "-.claim"), key.replace("1234.claim", "123.claim"),
+                     key.replace(".claim", ".claims"), f"cluster-a/nested/{key}", key.replace("cluster-a/", "other/")):
+        assert layout.parse(not_ours) is None, not_ours
