@@ -80,7 +80,7 @@ def make_sidecars(cluster: Cluster, root: Path, endpoint: str, topics: list[str]
         config = env.write_config(kafka)
         text = config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{port}"')
         text += ('\n[daemon]\nreconcile_interval_ms = "1s"\n' + daemon
-                 + f"\n[cluster]\nmetadata_refresh_s = {REFRESH_S}\n")
+                 + f"\n[cluster]\nmetadata_refresh_s = {REFRESH_S}\nchain_refresh_s = {REFRESH_S}\n")
         config.write_text(text)
         sidecars[node_id] = Sidecar(node_id, env, config, workdir, port)
     return sidecars
