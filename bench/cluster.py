@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -89,7 +91,7 @@ class Producer:
         import os
         from confluent_kafka import Producer as RdProducer
         producer = RdProducer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
-                               "linger.ms": 20, "message.timeout.ms": 120_000})
+                               "linger.ms": 20, "message.timeout.ms": 120_000, "log_level": 3})
         began, sent = time.monotonic(), 0
         while not self.stop_event.is_set():
             if sent * VALUE_SIZE > (time.monotonic() - began) * RATE:
@@ -109,13 +111,20 @@ class Producer:
         self.thread.join(180)
 
 
+# Manifests are immutable (a key is written once): each is fetched once, however often listed.
+_MANIFESTS: dict[str, dict] = {}
+
+
 def manifests(client) -> list[dict]:
-    docs = []
+    keys = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX):
         for item in page.get("Contents", []):
             if item["Key"].endswith(".manifest.json"):
-                docs.append(json.loads(client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()))
-    return docs
+                keys.append(item["Key"])
+                if item["Key"] not in _MANIFESTS:
+                    body = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+                    _MANIFESTS[item["Key"]] = json.loads(body)
+    return [_MANIFESTS[k] for k in keys]
 
 
 def chain_of(docs: list[dict], partition: int) -> dict:
@@ -157,6 +166,8 @@ def move_leader(admin: ClusterAdmin, client, partition: int) -> dict:
 
 
 def main(args) -> int:
+    # SIGTERM ends the run through the finally below (the nodes, daemons and server are ours to stop).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     server = Server()
     cluster = Cluster(work / "cluster", fetch(quiet=True))
