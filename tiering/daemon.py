@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tiering.clock import Clock
+from tiering.cluster.gate import open_gate
+from tiering.cluster.leadership import LeadershipSource
 from tiering.config import Config, load_config
 from tiering.errors import ConfigError
 from tiering.journal import Journal, read_disabled_topics
@@ -58,7 +60,8 @@ class Daemon:
                  notifier: Notifier | None = None, wall: Callable[[], float] = time.time,
                  breaker: BreakerPolicy | None = None,
                  deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter,
-                 config_source_factory: Callable[[str], TopicConfigSource] = KafkaConfigReader):
+                 config_source_factory: Callable[[str], TopicConfigSource] = KafkaConfigReader,
+                 leadership_factory: Callable[[str], LeadershipSource] | None = None):
         self.config_path = config_path
         self.config = config
         self.store = store
@@ -72,10 +75,13 @@ class Daemon:
         self.inventory = Inventory(config.kafka.log_dirs)
         self.pins = PinStore(config.state.pin_roots, log)
         self._disabled: frozenset[str] = frozenset(journal.disabled_topics())
+        # Cluster mode (kafka.bootstrap_servers): uploads only what this broker leads.
+        self.gate = open_gate(config, store, clock.now_ms, log, leadership_factory, metrics)
         self.coordinator = UploadCoordinator(config, store, journal, clock, log, metrics=metrics,
                                              breaker=breaker or BreakerPolicy(), wall=wall,
                                              stop_on_fatal=False, keep_results=False, on_done=self.wake,
-                                             pins=self.pins, disabled_topics=lambda: self._disabled)
+                                             pins=self.pins, disabled_topics=lambda: self._disabled,
+                                             gate=self.gate)
         self.retention = RetentionRunner(store, log, clock.now_ms, deleter_factory=deleter_factory, metrics=metrics,
                                          disabled_now=lambda: read_disabled_topics(config.state.dir))
         self._retainer: threading.Thread | None = None
@@ -129,6 +135,10 @@ class Daemon:
             return False, "not ready: the first reconcile of the log dirs with the store has not finished"
         if self.coordinator.fatal is not None:
             return False, f"not ready: the store refused uploads: {self.coordinator.fatal}"
+        if self.gate is not None and not self.gate.view().reachable:
+            # Still ready (reads, retention of what is known go on); the detail says what is held.
+            return True, (f"ready; cluster unreachable ({self.gate.tracker.error or 'no answer yet'}): nothing new "
+                          "is uploaded for partitions not known to be led by this broker")
         return True, "ready"
 
     # -- the loop -------------------------------------------------------------------------------
@@ -178,6 +188,9 @@ class Daemon:
                     next_reconcile = self.clock.monotonic() + daemon.reconcile_interval_ms / 1000
                 else:
                     self._process_hints()
+                if self._ready and self.coordinator.leadership_tick(
+                        {p.topic for p in self.inventory.partitions.values()}):
+                    self._apply((), self.inventory.partitions.values())   # leadership moved: plan again
                 if now >= next_sweep:
                     self._start_sweep()
                     next_sweep = now + daemon.sweep_interval_ms / 1000
@@ -215,6 +228,8 @@ class Daemon:
         if self._retention_done is not None:
             self._record_retention()
         self.retention.close()
+        if self.gate is not None:
+            self.gate.close()
         if self._config_source is not None:
             self._config_source.close()
         if self.watcher is not None:
@@ -231,6 +246,7 @@ class Daemon:
         self._refresh_disabled()
         changes = self.inventory.full_scan(self.wall())
         self._report(changes, full=True)
+        self.coordinator.leadership_tick({p.topic for p in self.inventory.partitions.values()})
         self._apply(changes.removed, self.inventory.partitions.values())
         if self.watcher is not None:
             self.watcher.watch(self.config.kafka.log_dirs)

@@ -7,6 +7,15 @@ progress, ours or another process's: an upload younger than the multipart age, o
 younger than the orphan age, and every segment stem we have in flight are left alone. Only
 this deployment's keys are considered (tiering.store.owned): another deployment's uploads and
 objects nested under our prefix are never aborted or deleted.
+
+In a cluster the other sidecars upload into the same partitions, and their uploads in flight
+are not in our busy stems. The claim tells them apart (tiering.cluster.claims): an uploader
+claims a segment's start offset before its first object goes up, so an upload at a start
+offset with a claim younger than the orphan age and no manifest yet (from anyone) is someone's
+work in progress, however old its multipart upload: left alone until a manifest lands there
+or the claim itself ages out (then its uploader is long gone, and the next sweep takes its
+leftovers). On a store without conditional writes there are no claims, and the ages alone
+protect: `daemon.stale_multipart_ms` must exceed any broker's longest upload.
 """
 
 from __future__ import annotations
@@ -28,21 +37,35 @@ class SweepPlan:
 def plan_sweep(uploads: Iterable[tuple[ParsedKey, MultipartUpload]], objects: Iterable[tuple[ParsedKey, ObjectInfo]],
                busy_stems: set[str], now: float, multipart_age_seconds: float, orphan_age_seconds: float) -> SweepPlan:
     """From our uploads and objects (already cut down to our keys), what to remove."""
-    aborts = []
-    for parsed, upload in uploads:
-        if parsed.stem in busy_stems:
-            continue
-        if now - upload.initiated > multipart_age_seconds:
-            aborts.append(upload)
     manifested: set[str] = set()
-    candidates: list[tuple[str, str, float]] = []
+    manifested_starts: set[tuple[str, int]] = set()
+    claims: dict[tuple[str, int], float] = {}
+    candidates: list[tuple[str, ParsedKey, float]] = []
     for parsed, info in objects:
         if parsed.is_manifest:
             manifested.add(parsed.stem)
+            manifested_starts.add((parsed.root, parsed.base_offset))
         else:
-            candidates.append((info.key, parsed.stem, info.last_modified))
-    orphans = [key for key, stem, modified in candidates
-               if stem not in manifested and stem not in busy_stems and now - modified > orphan_age_seconds]
+            if parsed.is_claim:
+                claims[(parsed.root, parsed.base_offset)] = info.last_modified
+            candidates.append((info.key, parsed, info.last_modified))
+
+    def in_flight(parsed: ParsedKey) -> bool:
+        """Another sidecar's upload under a live claim (see the module's doc)."""
+        start = (parsed.root, parsed.base_offset)
+        claimed = claims.get(start)
+        return (not parsed.is_claim and claimed is not None and now - claimed <= orphan_age_seconds
+                and start not in manifested_starts)
+
+    aborts = []
+    for parsed, upload in uploads:
+        if parsed.stem in busy_stems or in_flight(parsed):
+            continue
+        if now - upload.initiated > multipart_age_seconds:
+            aborts.append(upload)
+    orphans = [key for key, parsed, modified in candidates
+               if parsed.stem not in manifested and parsed.stem not in busy_stems and not in_flight(parsed)
+               and now - modified > orphan_age_seconds]
     return SweepPlan(tuple(aborts), tuple(orphans))
 
 

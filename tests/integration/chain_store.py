@@ -23,11 +23,16 @@ import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import BUCKET, PREFIX
+from tiering.config import load_config
 from tiering.kafka.logdir import LocalPartition, scan_log_dirs
 from tiering.kafka.names import segment_file_name
 from tiering.simulate import SimulatedBroker
 from tiering.store.manifest import SegmentManifest
 from tiering.upload.segment import offload_segment, target_for
+from tiering.wiring import open_reader, open_store
 
 TOPIC = "orders"
 TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"
@@ -133,3 +138,24 @@ def delete_local_below(broker: SimulatedBroker, offset: int) -> None:
             for ext in ("log", "index", "timeindex", "txnindex", "snapshot"):
                 (directory / segment_file_name(base, ext)).unlink(missing_ok=True)
     broker.restart()
+
+
+@pytest.fixture
+def chain(env, s3):
+    """(config path, brokers, manifests, every record broker 3 held before its local deletion)."""
+    path = env.write_config()
+    config = load_config(path)
+    brokers = build_brokers(env.root, {3: env.log_dir})
+    with open_reader(config) as reader:
+        truth = [(r.offset, r.value) for r in reader.records(TOPIC, 0, 0)]
+    store = open_store(config)
+    try:
+        manifests = upload_all(brokers, store, s3, BUCKET, PREFIX)
+    finally:
+        store.close()
+    delete_local_below(brokers[3], LOCAL_FIRST)
+    yield path, brokers, manifests, truth
+    for broker in brokers.values():
+        broker.close()
+
+

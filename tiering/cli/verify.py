@@ -27,6 +27,8 @@ def main(args: argparse.Namespace) -> int:
         report = verify_store(store, config.store.layout, scan_log_dirs(config.kafka.log_dirs))
     finally:
         store.close()
+    for note in report.chain_notes:
+        print(escaped(note))      # a chain's gaps and overlaps: the readers resolve them
     for problem in report.problems:
         print(escaped(f"{problem.key}: {problem.reason}"))   # keys and reasons come from the store
     print(f"verified {report.manifests} manifests, {report.objects} objects, {report.local_copies} local copies: "

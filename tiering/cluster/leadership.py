@@ -210,6 +210,10 @@ class LeadershipTracker:
             return LeadershipView(self.broker_id, MappingProxyType({}), self._fetched_at_ms, False)
         return LeadershipView(self.broker_id, self._partitions, self._fetched_at_ms, self._reachable)
 
+    def invalidate(self) -> None:
+        """Ask the cluster at the next refresh, whenever it is (something says leadership moved)."""
+        self._attempted_at_ms = None
+
     @property
     def error(self) -> str | None:
         """Why the last refresh failed; None after a good one."""

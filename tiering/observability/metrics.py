@@ -42,6 +42,8 @@ class Metrics:
     retention_failures: Counter
     retention_passes: Counter
     disabled_topics: Gauge
+    cluster_reachable: Gauge
+    cluster_partitions: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -96,4 +98,11 @@ class Metrics:
             retention_passes=Counter("tiering_retention_passes", "Retention passes finished", registry=r),
             disabled_topics=Gauge("tiering_disabled_topics", "Topics tiering is turned off for "
                                   "(tiering rollback; tiering resume turns it back on)", registry=r),
+            cluster_reachable=Gauge("tiering_cluster_reachable", "Cluster mode: 1 while the last Metadata "
+                                    "refresh answered, 0 while the cluster is unreachable (nothing new is "
+                                    "uploaded for partitions not known to be led); 1 in single mode",
+                                    registry=r),
+            cluster_partitions=Gauge("tiering_cluster_partitions", "Cluster mode: local partitions by this "
+                                     "broker's role (leader, follower, unknown) at the last look",
+                                     ["role"], registry=r),
         )

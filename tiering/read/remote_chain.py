@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 from tiering.cluster.chain import Chain, ChainLink, ChainPiece
+from tiering.cluster.remote import link_of
 from tiering.store.keys import KeyLayout, ParsedKey
 from tiering.store.manifest import SegmentManifest
 from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectInfo, ObjectStore
-
-
-def link_of(manifest_key: str, manifest: SegmentManifest) -> ChainLink:
-    return ChainLink(manifest.base_offset, manifest.end_offset, manifest.leader_epoch, manifest.broker_id,
-                     manifest.uid, manifest_key, manifest.created_at_ms)
 
 
 @dataclass(frozen=True)
@@ -33,7 +29,7 @@ class RemoteChain:
     @classmethod
     def of(cls, manifests: Iterable[tuple[str, SegmentManifest]]) -> RemoteChain:
         by_key = dict(manifests)
-        return cls(Chain.of(link_of(k, m) for k, m in by_key.items()), by_key)
+        return cls(Chain.of(link_of(m, k) for k, m in by_key.items()), by_key)
 
     @property
     def pieces(self) -> tuple[ChainPiece, ...]:
@@ -41,6 +37,13 @@ class RemoteChain:
 
     def manifest(self, piece: ChainPiece) -> SegmentManifest:
         return self.manifests[piece.link.manifest_key]
+
+    def links_serving(self, first: int, last: int) -> tuple[ChainLink, ...]:
+        """The links whose copies serve some offset of [first, last], once each, in order."""
+        found: dict[str, ChainLink] = {}
+        for piece in self.chain.pieces_within(first, last):
+            found.setdefault(piece.link.manifest_key, piece.link)
+        return tuple(found.values())
 
     def shadowed(self) -> tuple[ChainLink, ...]:
         """Links that serve no offset at all (every offset of theirs is served by a link that

@@ -4,19 +4,28 @@ Pure: a log-dir scan, journal records and the configuration in. A partition is o
 incarnation (topic id) and partition number; its remote segments are the journal's `uploaded`
 rows (the journal is rebuilt from the store's manifests when lost). Partitions that exist only
 in the store (a topic deleted or moved away) still get total retention.
+
+In a cluster (`chains` given: each local partition's chain, read from the store) the store's
+copy of a partition is its chain, whoever uploaded it: a local segment is in the store when
+the chain covers all its offsets (its time, for local retention, the largest of the uploads
+serving them), and total retention, planned over the chain's pieces, is the leader's sidecar's
+alone (every other role holds it), as DeleteRecords is.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
+from tiering.cluster.chain import ChainLink
+from tiering.cluster.leadership import LEADER
 from tiering.config import Config
 from tiering.journal import SegmentId, SegmentRecord, SegmentState
 from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan, LogDirState
 from tiering.kafka.topicconfig import EffectiveRetention, TopicConfigs, effective_retention
+from tiering.read.remote_chain import RemoteChain
 from tiering.retention.plan import Limits, LocalCopy, PartitionInput, RemoteCopy
 
 
@@ -32,6 +41,17 @@ class PartitionView:
     input: PartitionInput
     local_delete: str
     retention: EffectiveRetention | None = None   # the limits and where each came from
+    # Cluster mode: the partition's chain, this broker's role for it, and the link each
+    # planned remote copy (a chain piece, by its first offset) is read from.
+    chain: RemoteChain | None = None
+    role: str | None = None
+    pieces: dict[int, ChainLink] | None = None
+
+    @property
+    def leads(self) -> bool:
+        """Whether this sidecar may act for the whole partition (DeleteRecords, total
+        retention): always in single mode, only as the leader's sidecar in a cluster."""
+        return self.chain is None or self.role == LEADER
 
     def segment_id(self, base_offset: int) -> SegmentId:
         assert self.topic_id is not None
@@ -49,7 +69,9 @@ def _file_size(segment: LocalSegment) -> int:
 
 def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecord],
                     disabled: frozenset[str], active_size: ActiveSize = _file_size,
-                    configs: TopicConfigs = TopicConfigs()) -> list[PartitionView]:
+                    configs: TopicConfigs = TopicConfigs(),
+                    chains: ChainInputs | None = None) -> list[PartitionView]:
+    """`chains`: cluster mode (None: single mode, as before)."""
     topic_filter = TopicFilter(config.kafka.include, config.kafka.exclude, configs)
     uploaded: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)
     others: dict[tuple[str, str, int], dict[int, SegmentRecord]] = defaultdict(dict)   # failed, expired
@@ -64,8 +86,11 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
         key = (partition.topic, partition.topic_id or "", partition.partition)
         seen.add(key)
         state = scan.log_dir_state(partition.log_dir)
-        views.append(_local_view(config, partition, state, topic_filter, disabled, uploaded.get(key, {}),
-                                 others.get(key, {}), active_size))
+        view = _local_view(config, partition, state, topic_filter, disabled, uploaded.get(key, {}),
+                           others.get(key, {}), active_size)
+        if chains is not None:
+            view = _chain_view(view, chains, partition, active_size)
+        views.append(view)
     for key in sorted(uploaded.keys() - seen):
         topic, topic_id, number = key
         policy = config.retention_for(topic)
@@ -76,6 +101,76 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
                                                   remote_hold=retention.hold),
                                    policy.local_delete, retention))
     return views
+
+
+@dataclass(frozen=True)
+class ChainInputs:
+    """Cluster mode's inputs: each partition's chain ((topic, topic id, partition) -> chain;
+    missing: it could not be read, the reason in `unreadable`) and this broker's roles."""
+
+    chains: dict[tuple[str, str, int], RemoteChain]
+    roles: Callable[[str, int], str]
+    unreadable: dict[tuple[str, str, int], str] | None = None
+
+
+def _chain_view(view: PartitionView, inputs: ChainInputs, partition: LocalPartition,
+                active_size: ActiveSize) -> PartitionView:
+    key = (partition.topic, partition.topic_id or "", partition.partition)
+    role = inputs.roles(partition.topic, partition.partition)
+    chain = inputs.chains.get(key)
+    base = view.input
+    if chain is None:
+        why = (inputs.unreadable or {}).get(key, "not read from the store")
+        hold = base.local_hold or f"the partition's chain could not be read ({why})"
+        return replace(view, role=role, input=replace(base, local_hold=hold, remote=(),
+                                                      remote_hold=f"the partition's chain could not be read ({why})"))
+    copies = []
+    for copy in base.local:
+        if copy.active:
+            copies.append(copy)
+            continue
+        last = copy.next_offset - 1
+        if chain.chain.covers(copy.base_offset, last):
+            stamps = [chain.manifests[link.manifest_key].effective_max_timestamp
+                      for link in chain.links_serving(copy.base_offset, last)]
+            copies.append(replace(copy, remote=True, max_timestamp=max(stamps), not_remote_reason=""))
+        else:
+            missing = _first_missing(chain, copy.base_offset, last)
+            why = copy.not_remote_reason if copy.expired else (
+                f"offsets from {missing} not in the partition's chain in the store yet (uploaded by the leader's "
+                "sidecar)")
+            copies.append(replace(copy, remote=False, max_timestamp=None, not_remote_reason=why))
+    remote: tuple[RemoteCopy, ...] = ()
+    pieces: dict[int, ChainLink] = {}
+    remote_hold = base.remote_hold
+    if role == LEADER:
+        remote, pieces = _piece_copies(chain)
+    else:
+        remote_hold = remote_hold or f"total retention is the leader's sidecar's (this broker: {role})"
+    return replace(view, chain=chain, role=role, pieces=pieces,
+                   input=replace(base, local=tuple(copies), remote=remote, remote_hold=remote_hold, by_offsets=True))
+
+
+def _first_missing(chain: RemoteChain, first: int, last: int) -> int:
+    for piece in chain.chain.pieces_within(first, last):
+        if piece.first > first:
+            return first
+        first = piece.last + 1
+    return first
+
+
+def _piece_copies(chain: RemoteChain) -> tuple[tuple[RemoteCopy, ...], dict[int, ChainLink]]:
+    """The chain's pieces as the planner's remote copies, oldest first. A link's bytes count
+    once (with its first piece); every piece carries its link's time. A link leaves the store
+    only when all its pieces are planned to go (tiering.retention.run)."""
+    copies, links, counted = [], {}, set()
+    for piece in chain.pieces:
+        manifest = chain.manifests[piece.link.manifest_key]
+        size = 0 if piece.link.manifest_key in counted else manifest.size_bytes
+        counted.add(piece.link.manifest_key)
+        copies.append(RemoteCopy(piece.first, piece.last, size, manifest.effective_max_timestamp))
+        links[piece.first] = piece.link
+    return tuple(copies), links
 
 
 def _limits(r: EffectiveRetention) -> Limits:

@@ -79,6 +79,9 @@ class PartitionInput:
     local_hold: str | None = None
     # Why nothing may be deleted from the store (the topic's config not read from Kafka yet).
     remote_hold: str | None = None
+    # Cluster mode: the store's copies are the partition's chain pieces, at other boundaries
+    # than the local segments; total retention takes a local copy whose offsets all go.
+    by_offsets: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,9 +104,29 @@ class RetentionPlan:
 
 def plan_retention(partition: PartitionInput, now_ms: int) -> RetentionPlan:
     remote, remote_waiting = _plan_remote(partition, now_ms)
-    local, local_waiting, keep_from = _plan_local(partition, now_ms, {d.base_offset: d.reason for d in remote})
+    expired = (_expired_by_end(partition, remote) if partition.by_offsets
+               else {d.base_offset: d.reason for d in remote})
+    local, local_waiting, keep_from = _plan_local(partition, now_ms, expired)
     return RetentionPlan(tuple(local), tuple(remote), local_waiting, remote_waiting,
                          keep_from if local else None)
+
+
+def _expired_by_end(partition: PartitionInput, remote: list[Deletion]) -> dict[int, str]:
+    """Cluster mode: the local copies total retention takes with the store's pieces, by base
+    offset: each whose offsets all lie in pieces planned to go."""
+    reasons = {d.base_offset: d.reason for d in remote}
+    ends = [(c.end_offset, reasons[c.base_offset]) for c in partition.remote if c.base_offset in reasons]
+    if not ends:
+        return {}
+    first = partition.remote[0].base_offset
+    gone_to = max(end for end, _ in ends)
+    found = {}
+    for copy in partition.local:
+        if copy.active or not copy.remote or copy.base_offset < first or copy.next_offset - 1 > gone_to:
+            continue
+        found[copy.base_offset] = reasons.get(copy.base_offset) or next(
+            reason for end, reason in sorted(ends) if end >= copy.next_offset - 1)
+    return found
 
 
 def _expired_locally(max_timestamp: int | None, limit_ms: int, now_ms: int) -> bool:

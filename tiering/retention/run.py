@@ -19,6 +19,14 @@
 
 The runner reads the journal's records but does not write them: it returns what changed
 (segments expired, timestamps learned) for the journal's owner to record.
+
+**In a cluster** (`leadership` given) every partition's store copy is its chain, read from the
+store on each pass (manifests are fetched once and kept: they never change): a local segment
+may go when the chain covers its offsets, whoever uploaded them, after the same check of every
+upload serving them; with `kafka-admin` only the leader's sidecar sends DeleteRecords (the
+broker applies it to every replica), and only the leader's sidecar expires the store's copies,
+every broker's, by the chain's pieces (an upload goes when all the offsets it serves do, and
+an upload that serves none, overlapped by others, with the last piece it lies under).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from tiering.cluster.chain import ChainLink
 from tiering.config import Config
 from tiering.errors import TieringError
 from tiering.files import fsync_dir
@@ -39,12 +48,13 @@ from tiering.kafka.names import segment_file_name
 from tiering.kafka.topicconfig import TopicConfigs
 from tiering.kafka.validbytes import valid_bytes
 from tiering.observability.metrics import Metrics
+from tiering.read.remote_chain import RemoteChain, partition_manifest_keys
 from tiering.retention.admin import AdminError, RecordDeleter
-from tiering.retention.inputs import PartitionView, partition_views
+from tiering.retention.inputs import ChainInputs, PartitionView, partition_views
 from tiering.retention.plan import Deletion, RetentionPlan, plan_retention
 from tiering.store.errors import StoreError
 from tiering.store.keys import OBJECT_SUFFIXES, KeyLayout
-from tiering.store.manifest import ManifestError, fetch_manifest
+from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
 from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
 
@@ -77,6 +87,8 @@ class _Pass:
     blocked: list[tuple[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     expired: list[tuple[SegmentId, str]] = field(default_factory=list)
+    # Cluster mode: partitions (topic id, partition) whose planned store deletions went through
+    chain_expired: set[tuple[str | None, int]] = field(default_factory=set)
 
 
 class RetentionRunner:
@@ -93,6 +105,7 @@ class RetentionRunner:
         self.deleter_factory = deleter_factory
         self.metrics = metrics
         self._deleter: RecordDeleter | None = None
+        self._manifests: dict[str, SegmentManifest] = {}     # cluster mode: immutable, kept
 
     def close(self) -> None:
         if self._deleter is not None:
@@ -100,7 +113,10 @@ class RetentionRunner:
             self._deleter = None
 
     def run(self, config: Config, scan: LogDirScan, records: list[SegmentRecord],
-            disabled: frozenset[str], configs: TopicConfigs = TopicConfigs()) -> RetentionReport:
+            disabled: frozenset[str], configs: TopicConfigs = TopicConfigs(),
+            leadership: Any = None) -> RetentionReport:
+        """`leadership`: cluster mode (a tiering.cluster.leadership.LeadershipView: this
+        broker's role per partition); None: single mode."""
         layout = config.store.layout
         ours, foreign = [], []
         for record in records:
@@ -117,9 +133,10 @@ class RetentionRunner:
             updated = dict(learned)
             records = [_with_timestamp(r, updated.get(r.id)) for r in records]
         now = self.now_ms()
-        views = partition_views(config, scan, records, disabled, valid_bytes, configs)
-        plans = [(view, plan_retention(view.input, now)) for view in views]
         work = _Pass(layout)
+        chains = self._chains(scan, layout, leadership, work) if leadership is not None else None
+        views = partition_views(config, scan, records, disabled, valid_bytes, configs, chains)
+        plans = [(view, plan_retention(view.input, now)) for view in views]
         self._delete_remote(plans, work)
         self._delete_local(config, plans, work)
         local_left = {(s.topic, s.partition, s.base_offset) for p in scan.partitions for s in p.segments}
@@ -130,6 +147,58 @@ class RetentionRunner:
                                tuple(learned), forgotten)
 
     # -- the store ---------------------------------------------------------------------------
+
+    def _chains(self, scan: LogDirScan, layout: KeyLayout, leadership: Any, work: _Pass) -> ChainInputs:
+        """Each local partition's chain; one that cannot be read is held (nothing deleted)."""
+        chains, unreadable = {}, {}
+        listed: set[str] = set()
+        for partition in scan.partitions:
+            if partition.topic_id is None:
+                continue
+            key = (partition.topic, partition.topic_id, partition.partition)
+            root = layout.partition(*key).root
+            try:
+                keys = [info.key for _, info in partition_manifest_keys(self.store, layout, root)]
+                manifests = [(k, self._manifest(k)) for k in keys]
+            except (StoreError, ManifestError) as exc:
+                unreadable[key] = str(exc)
+                self._fail(work, f"{partition.topic}-{partition.partition}: the partition's chain could not be read "
+                                 f"from the store, nothing of it deleted: {exc}")
+                continue
+            listed.update(keys)
+            chains[key] = RemoteChain.of(manifests)
+        for gone in set(self._manifests) - listed:
+            del self._manifests[gone]
+        return ChainInputs(chains, leadership.role, unreadable)
+
+    def _manifest(self, key: str) -> SegmentManifest:
+        manifest = self._manifests.get(key)
+        if manifest is None:
+            manifest = self._manifests[key] = fetch_manifest(self.store, key)
+        return manifest
+
+    def _doomed_links(self, view: PartitionView, plan: RetentionPlan) -> list[tuple[ChainLink, Deletion]]:
+        """Cluster mode: the uploads total retention removes, each with the deletion of its
+        last piece: those whose every piece is planned to go, and those serving no offset
+        that lie wholly below the last offset going."""
+        assert view.chain is not None and view.pieces is not None
+        going = {d.base_offset: d for d in plan.remote}
+        if not going:
+            return []
+        pieces_of: dict[str, list[int]] = defaultdict(list)
+        for piece in view.chain.pieces:
+            pieces_of[piece.link.manifest_key].append(piece.first)
+        doomed = []
+        for key, firsts in pieces_of.items():
+            if all(first in going for first in firsts):
+                doomed.append((view.pieces[firsts[-1]], going[firsts[-1]]))
+        last = max(going)
+        gone_to = next(p.last for p in view.chain.pieces if p.first == last)
+        for link in view.chain.shadowed():
+            if link.end_offset <= gone_to:
+                deletion = going[max(f for f in going if f <= link.end_offset)]
+                doomed.append((link, Deletion(link.base_offset, 0, deletion.reason)))
+        return doomed
 
     def _fill_max_timestamps(self, records: list[SegmentRecord]) -> list[tuple[SegmentId, int]]:
         """Rows written before the journal kept timestamps, or kept a segment's missing one
@@ -148,8 +217,11 @@ class RetentionRunner:
         return learned
 
     def _delete_remote(self, plans: list[tuple[PartitionView, RetentionPlan]], work: _Pass) -> None:
-        doomed: list[tuple[PartitionView, Deletion, SegmentRecord]] = []
+        doomed: list[tuple[PartitionView, Deletion, SegmentRecord | ChainLink]] = []
         for view, plan in plans:
+            if view.chain is not None:
+                doomed += [(view, deletion, link) for link, deletion in self._doomed_links(view, plan)]
+                continue
             for deletion in plan.remote:
                 doomed.append((view, deletion, view.remote[deletion.base_offset]))
         if not doomed:
@@ -167,7 +239,13 @@ class RetentionRunner:
             return
         for view, deletion, record in doomed:
             sid = view.segment_id(deletion.base_offset)
-            work.expired.append((sid, deletion.reason))
+            if isinstance(record, ChainLink):
+                work.chain_expired.add((view.topic_id, view.partition))
+                sid = view.segment_id(record.base_offset)
+                if view.local is not None and record.broker_id == view.state.broker_id:
+                    work.expired.append((sid, deletion.reason))     # our own upload: the journal's row
+            else:
+                work.expired.append((sid, deletion.reason))
             work.deleted.append(Deleted(sid, "remote", deletion.reason, deletion.size))
             self._count("remote", deletion)
             self.log.info("segment deleted from the store", topic=view.topic, partition=view.partition,
@@ -188,7 +266,9 @@ class RetentionRunner:
                 continue
             if view.local_delete == "unlink":
                 by_dir[view.local.log_dir].append((view, plan))
-            elif view.local_delete == "kafka-admin":
+            elif view.local_delete == "kafka-admin" and view.leads:
+                # In a cluster the leader's DeleteRecords trims every replica; another sidecar
+                # asking would be a second voice for the same partition.
                 admin.append((view, plan))
         for log_dir, items in sorted(by_dir.items()):
             try:
@@ -224,8 +304,14 @@ class RetentionRunner:
         for deletion in plan.local:
             segment = segments[deletion.base_offset]
             if deletion.reason.startswith("total-"):
-                if deletion.base_offset not in expired_now:
+                chain_gone = view.chain is not None and (view.topic_id, view.partition) in work.chain_expired
+                if deletion.base_offset not in expired_now and not chain_gone:
                     break   # its store copy could not be deleted: keep the local one in step
+            elif view.chain is not None:
+                problem = self._check_chain(view.chain, segment, work.layout)
+                if problem is not None:
+                    self._fail(work, f"{segment.log_path}: not deleted: {problem}")
+                    break
             else:
                 problem = self._check_remote(view.remote[deletion.base_offset], segment, work.layout)
                 if problem is not None:
@@ -258,6 +344,31 @@ class RetentionRunner:
             if info.size != entry.size or (entry.etag and info.etag != entry.etag):
                 return (f"object {entry.key} is {info.size} bytes (ETag {info.etag}) in the store, the manifest "
                         f"recorded {entry.size} (ETag {entry.etag})")
+        return None
+
+    def _check_chain(self, chain: RemoteChain, segment: LocalSegment, layout: KeyLayout) -> str | None:
+        """Every upload serving the segment's offsets is in the store as its manifest says."""
+        assert segment.end_offset is not None
+        if not chain.chain.covers(segment.base_offset, segment.end_offset):
+            return f"the partition's chain does not cover {segment.base_offset}..{segment.end_offset}"
+        for link in chain.links_serving(segment.base_offset, segment.end_offset):
+            manifest = chain.manifests[link.manifest_key]
+            parsed = layout.parse(link.manifest_key)
+            if parsed is None:
+                return f"{link.manifest_key!r} is not this deployment's key"
+            try:
+                listing = {info.key: info for _, info in owned_objects(self.store, layout, under=parsed.stem + ".")}
+            except StoreError as exc:
+                return f"the store could not be checked: {exc}"
+            if link.manifest_key not in listing:
+                return f"its manifest {link.manifest_key} is not in the store"
+            for entry in manifest.objects:
+                info = listing.get(entry.key)
+                if info is None:
+                    return f"object {entry.key} is missing from the store"
+                if info.size != entry.size or (entry.etag and info.etag != entry.etag):
+                    return (f"object {entry.key} is {info.size} bytes (ETag {info.etag}) in the store, the manifest "
+                            f"recorded {entry.size} (ETag {entry.etag})")
         return None
 
     def _unlink_partition(self, view: PartitionView, plan: RetentionPlan, work: _Pass) -> None:

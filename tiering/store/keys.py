@@ -101,6 +101,11 @@ class SegmentKeys:
     def manifest_key(self) -> str:
         return f"{self.stem}.{MANIFEST_SUFFIX}"
 
+    @property
+    def claim_key(self) -> str:
+        """The claim on this segment's start offset (shared by every attempt, every broker)."""
+        return f"{self.root}{self.base_offset:020d}.{CLAIM_SUFFIX}"
+
 
 @dataclass(frozen=True)
 class ParsedKey:

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tiering.clock import Clock
+from tiering.cluster.claims import PROCEED, YIELD, ClaimOutcome
+from tiering.cluster.gate import ClusterGate, GateDecision
+from tiering.cluster.remote import link_of
 from tiering.config import Config
 from tiering.journal import Journal, SegmentId, SegmentState
 from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
@@ -43,6 +46,7 @@ class Candidate:
     partition: LocalPartition
     broker_id: int | None
     original: LocalSegment | None = None  # the segment under its name in the log dir
+    leader_epoch: int | None = None       # ours as the partition's leader (cluster mode)
 
     def in_log_dir(self, text: str) -> str:
         """`text` with the pin's file names put back to the log dir's, for operators (who
@@ -75,6 +79,25 @@ class Offered:
     ineligible: int
     already_remote: int
     awaits_high_watermark: bool
+    not_led: bool = False                 # cluster mode: another broker (or nobody known) leads it
+
+
+class ClaimNotTaken(Exception):
+    """Another sidecar holds the claim on the segment's start offset (cluster mode)."""
+
+    def __init__(self, outcome: ClaimOutcome):
+        super().__init__(outcome.describe())
+        self.outcome = outcome
+
+
+def claimed_offload(gate: ClusterGate, claim_key: str, target: UploadTarget, store: ObjectStore,
+                    now_ms: Callable[[], int], previous: Any) -> SegmentManifest:
+    """On a worker: take the claim on the segment's start offset, then upload. The claim is
+    taken before any object, so a lost claim leaves nothing behind."""
+    outcome = gate.claim(claim_key, target.leader_epoch, target.keys.uid)
+    if outcome.verdict != PROCEED:
+        raise ClaimNotTaken(outcome)
+    return offload_segment(target, store, now_ms, previous)
 
 
 def rolled_at(segment: LocalSegment) -> float:
@@ -104,7 +127,7 @@ class UploadCoordinator:
                  breaker: BreakerPolicy | None = None, wall: Callable[[], float] = time.time,
                  stop_on_fatal: bool = True, keep_results: bool = True,
                  on_done: Callable[[], None] = lambda: None, pins: PinStore | None = None,
-                 disabled_topics: Callable[[], frozenset[str]] = frozenset):
+                 disabled_topics: Callable[[], frozenset[str]] = frozenset, gate: ClusterGate | None = None):
         self.config = config
         self.store = store
         self.journal = journal
@@ -121,6 +144,9 @@ class UploadCoordinator:
         self.on_done = on_done
         self.pins = pins
         self.disabled_topics = disabled_topics
+        # Cluster mode: which partitions (and segments) this broker's sidecar uploads; None in
+        # single mode, where every eligible segment is uploaded.
+        self.gate = gate
         self.queue = UploadQueue()
         self.accepting = True
         self.fatal: StoreError | None = None
@@ -140,6 +166,8 @@ class UploadCoordinator:
         self._partitions: dict[Path, LocalPartition] = {}
         self._rescued: set[SegmentId] = set()
         self._paused_until = 0.0
+        # Segments another sidecar's claim holds (cluster mode): not offered again until then.
+        self._held: dict[SegmentId, float] = {}
 
     # -- what to upload -----------------------------------------------------------------------
 
@@ -149,16 +177,20 @@ class UploadCoordinator:
         partition is not looked at twice."""
         key = partition.path
         disabled = self.disabled_topics()
+        decision = self._decide(partition)
+        held = self._held_in(partition)
         # Only what this partition's plan depends on (not the whole log dir's checkpoints,
         # which would make a reconcile of N partitions cost N squared).
         inputs = (partition, state.high_watermarks.get(partition.tp),
                   topic_filter.configs.not_tiered_reason(partition.tp, state),
-                  state.broker_id, topic_filter, partition.topic in disabled)
+                  state.broker_id, topic_filter, partition.topic in disabled, decision, held)
         previous = self._offered.get(key)
         if previous is not None and previous[0] == inputs:
             return previous[1]
         self._partitions[key] = partition
         self._prune(partition)
+        if decision is not None and not decision.upload:
+            return self._not_led(partition, decision, inputs)
         queued: list[Pending] = []
         ineligible = already = 0
         waiting = False
@@ -172,12 +204,15 @@ class UploadCoordinator:
             candidates.append(segment)
         tiered = partition_reason(partition, state, topic_filter, disabled) is None
         candidates += self._rescued_segments(partition, tiered)
+        epoch = decision.leader_epoch if decision is not None else None
         for segment in candidates:
-            candidate = Candidate(segment, partition, state.broker_id)
+            candidate = Candidate(segment, partition, state.broker_id, leader_epoch=epoch)
             sid = candidate.id
-            if sid in self._in_flight_ids:
+            if sid in self._in_flight_ids or sid in held:
                 continue
-            if self._is_remote(sid, segment):
+            if self._is_remote(sid, segment) or (
+                    decision is not None and not decision.wants(segment.base_offset, segment.end_offset)):
+                # uploaded (by us, or in cluster mode by any broker: the chain covers it)
                 already += 1
                 if self.pins is not None:
                     self.pins.release(partition, segment.base_offset)   # a pin left by a crash
@@ -188,7 +223,7 @@ class UploadCoordinator:
             if self.pins is not None:
                 pinned = self.pins.pin(partition, segment)
                 if pinned is not segment:
-                    candidate = Candidate(pinned, partition, state.broker_id, original=segment)
+                    candidate = Candidate(pinned, partition, state.broker_id, original=segment, leader_epoch=epoch)
             stamp = 0.0 if (key, segment.base_offset) in self.queue else rolled_at(candidate.segment)
             queued.append(Pending(key, segment.base_offset, segment.size, stamp, candidate))
         self.queue.set_partition(key, queued)
@@ -216,6 +251,50 @@ class UploadCoordinator:
                     self.metrics.rescued.inc()
         return rescued
 
+    # -- cluster mode -----------------------------------------------------------------------
+
+    def _decide(self, partition: LocalPartition) -> GateDecision | None:
+        if self.gate is None or partition.topic_id is None:
+            return None
+        return self.gate.decide((partition.topic, partition.topic_id, partition.partition))
+
+    def _held_in(self, partition: LocalPartition) -> frozenset[SegmentId]:
+        """This partition's segments held by another sidecar's claim (expired holds dropped)."""
+        if not self._held:
+            return frozenset()
+        now = self.clock.monotonic()
+        for sid in [sid for sid, until in self._held.items() if until <= now]:
+            del self._held[sid]
+        return frozenset(sid for sid in self._held if (sid.topic, sid.partition) == (partition.topic, partition.partition)
+                         and sid.topic_id == partition.topic_id)
+
+    def _not_led(self, partition: LocalPartition, decision: GateDecision, inputs: tuple) -> Offered:
+        """Cluster mode, a partition this broker does not lead (or cannot tell): nothing of it
+        is queued. A follower's pins are let go (the leader uploads; keeping deleted segments
+        alive on a follower would only cost its disk), unless an upload of ours is still in
+        flight (it started while we led, under our epoch; it finishes or fails on its own)."""
+        self.queue.set_partition(partition.path, [])
+        if (self.pins is not None and decision.role == "follower"
+                and not any(p.partition == partition.path for p, _ in self._in_flight.values())):
+            self.pins.release_partition(partition)
+        result = Offered(0, 0, 0, False, not_led=True)
+        self._offered[partition.path] = (inputs, result)
+        return result
+
+    def leadership_tick(self, topics: set[str]) -> bool:
+        """Ask the cluster again when due; True when a partition's role or our leader epoch
+        changed since it was last planned (the caller offers the partitions again)."""
+        if self.gate is None:
+            return False
+        view = self.gate.refresh(topics)
+        changed = any((view.role(t, p), view.leader_epoch(t, p) if d.upload or view.role(t, p) == "leader" else None)
+                      != (d.role, d.leader_epoch) for (t, _, p), d in self.gate.decisions.items())
+        if self.metrics:
+            self.metrics.cluster_reachable.set(1 if view.reachable else 0)
+            for role, count in self.gate.roles().items():
+                self.metrics.cluster_partitions.labels(role).set(count)
+        return changed
+
     def forget(self, partition_path: Path) -> None:
         """The partition dir is gone (topic deleted, partition moved): drop its backlog."""
         self.queue.drop_partition(partition_path)
@@ -226,6 +305,8 @@ class UploadCoordinator:
             if self.pins is not None:
                 self.pins.release_partition(partition)   # a deleted topic's segments are not offloaded
             self._remote.pop(_partition_key(partition), None)
+            if self.gate is not None:
+                self.gate.forget(_partition_key(partition))
             self._bad = {sid: f for sid, f in self._bad.items() if _partition_key_of(sid) != _partition_key(partition)}
 
     def remembered(self) -> int:
@@ -378,8 +459,13 @@ class UploadCoordinator:
 
     def _start(self, pending: Pending, now: float) -> None:
         candidate: Candidate = pending.item  # type: ignore[assignment]
+        if self.gate is not None:
+            latest = self.gate.decisions.get(_partition_key(candidate.partition))
+            if latest is None or not latest.upload or latest.leader_epoch != candidate.leader_epoch:
+                return   # leadership moved since it was queued: the next offer plans it afresh
         target = target_for(candidate.segment, candidate.partition, self.config.store.prefix,
-                            self.config.store.hash_prefix, candidate.broker_id, self.uid_factory())
+                            self.config.store.hash_prefix, candidate.broker_id, self.uid_factory(),
+                            candidate.leader_epoch)
         # The attempt before this one failed; if it failed after its manifest PUT was sent, the
         # segment may be visible already (the journal keeps that attempt's id, across restarts
         # too): the worker settles it before uploading again.
@@ -390,7 +476,11 @@ class UploadCoordinator:
         breaker = self._breakers.get(pending.partition)
         if breaker is not None:
             self._breakers[pending.partition] = breaker.started(now)
-        future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms, previous)
+        if self.gate is not None and self.gate.claims:
+            future = self._pool.submit(claimed_offload, self.gate, target.keys.claim_key, target, self.store, self.clock.now_ms,
+                                       previous)
+        else:
+            future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms, previous)
         self._in_flight[future] = (pending, target)
         self._in_flight_ids.add(candidate.id)
         future.add_done_callback(lambda _: self.on_done())
@@ -405,6 +495,9 @@ class UploadCoordinator:
         now_ms, now = self.clock.now_ms(), self.clock.monotonic()
         try:
             manifest: SegmentManifest = future.result()
+        except ClaimNotTaken as exc:
+            self._claim_not_taken(pending, candidate, exc.outcome, log)
+            return
         except BadSegment as exc:
             reason = candidate.in_log_dir(str(exc))
             self.journal.mark_failed(sid, reason, now_ms)
@@ -455,6 +548,8 @@ class UploadCoordinator:
         manifest_key = replace(target.keys, uid=manifest.uid).manifest_key   # an adopted attempt's own
         record_uploaded(self.journal, manifest, manifest_key, now_ms)
         self._remember_remote(sid, candidate.segment)
+        if self.gate is not None:
+            self.gate.uploaded(_partition_key(candidate.partition), link_of(manifest, manifest_key))
         self._unpin(candidate)
         self._breakers.pop(pending.partition, None)
         if not self.stop_on_fatal:
@@ -466,6 +561,25 @@ class UploadCoordinator:
             self.uploaded.append(manifest)
         log.info("segment uploaded", bytes=manifest.total_bytes, end_offset=manifest.end_offset,
                  key=manifest_key)
+
+    def _claim_not_taken(self, pending: Pending, candidate: Candidate, outcome: ClaimOutcome, log: Any) -> None:
+        """Another sidecar holds the claim: nothing of ours went up. The segment is held for a
+        chain refresh's time (by then the other upload is in the chain, or its claim is
+        stale), the chain is listed again and leadership asked again before the next plan."""
+        assert self.gate is not None
+        sid = candidate.id
+        self.journal.forget(sid)     # nothing uploaded under this attempt's uid
+        self._held[sid] = self.clock.monotonic() + self.gate.chains.refresh_ms / 1000
+        self.gate.claim_lost(_partition_key(candidate.partition))
+        self._offered.pop(pending.partition, None)
+        if outcome.verdict == YIELD:
+            self._unpin(candidate)   # a newer leader uploads it
+            log.warning("segment left to the newer leader: its claim is under a higher leader epoch",
+                        claim=outcome.describe(), our_leader_epoch=candidate.leader_epoch)
+        else:
+            log.info("segment claimed by another broker's upload; asking again later", claim=outcome.describe(),
+                     retry_in_seconds=self.gate.chains.refresh_ms / 1000)
+        self._count("claimed_elsewhere", candidate.segment.size)
 
     def _unpin(self, candidate: Candidate) -> None:
         if self.pins is not None:

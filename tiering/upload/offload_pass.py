@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tiering.clock import Clock
+from tiering.cluster.gate import open_gate
+from tiering.cluster.leadership import LeadershipSource
 from tiering.config import Config
 from tiering.journal import Journal, SegmentId, read_disabled_topics
 from tiering.kafka.eligibility import TopicFilter
@@ -40,6 +42,8 @@ class PassReport:
     # Why Kafka's topic configs could not be read (bootstrap servers set); the last ones seen
     # were used, and topics never seen were held.
     config_error: str | None = None
+    # Cluster mode: local partitions this broker does not lead (or whose leader is not known)
+    not_led: int = 0
 
     @property
     def uploaded_bytes(self) -> int:
@@ -81,6 +85,8 @@ class Offloader:
     uid_factory: Callable[[], str] = new_uid
     deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter
     config_source_factory: Callable[[str], TopicConfigSource] = KafkaConfigReader
+    # Cluster mode's leadership source (default: Kafka's Metadata at kafka.bootstrap_servers)
+    leadership_factory: Callable[[str], LeadershipSource] | None = None
 
     def run_pass(self) -> PassReport:
         started = self.clock.monotonic()
@@ -95,28 +101,35 @@ class Offloader:
         configs = self._topic_configs({p.topic for p in scan.partitions} | self.journal.topics())
         topic_filter = TopicFilter(self.config.kafka.include, self.config.kafka.exclude, configs)
         disabled = frozenset(self.journal.disabled_topics())
+        gate = open_gate(self.config, self.store, self.clock.now_ms, self.log, self.leadership_factory)
+        if gate is not None:
+            gate.refresh({p.topic for p in scan.partitions})
         coordinator = UploadCoordinator(self.config, self.store, self.journal, self.clock, self.log,
                                         retry=self.retry, rng=self.rng, uid_factory=self.uid_factory,
                                         pins=PinStore(self.config.state.pin_roots, self.log),
-                                        disabled_topics=lambda: disabled)
-        ineligible = already = 0
+                                        disabled_topics=lambda: disabled, gate=gate)
+        ineligible = already = not_led = 0
         for partition in scan.partitions:
             offered = coordinator.offer(partition, scan.log_dir_state(partition.log_dir), topic_filter)
             ineligible += offered.ineligible
             already += offered.already_remote
+            not_led += offered.not_led
         try:
             coordinator.drain()
         finally:
             coordinator.shutdown(0)
+            if gate is not None:
+                gate.close()
         retention = RetentionReport()
         if coordinator.fatal is None:
             retention = self._retention(disabled, configs)
         report = PassReport(tuple(coordinator.uploaded), tuple(coordinator.failures), scan.anomalies,
                             tuple(remote_problems), ineligible, already, coordinator.fatal,
-                            self.clock.monotonic() - started, retention, configs.error)
+                            self.clock.monotonic() - started, retention, configs.error, not_led)
         self.log.info("offload pass finished", uploaded_segments=len(report.uploaded),
                       uploaded_bytes=report.uploaded_bytes, failed_segments=len(report.failures),
                       already_remote=already, ineligible_segments=ineligible, anomalies=len(scan.anomalies),
+                      not_led_partitions=not_led if gate is not None else None,
                       deleted_local=retention.count("local"), deleted_remote=retention.count("remote"),
                       retention_failures=len(retention.failures), retention_blocked=len(retention.blocked),
                       seconds=round(report.seconds, 3), fatal=str(report.fatal) if report.fatal else None)

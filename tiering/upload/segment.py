@@ -61,14 +61,15 @@ class UploadTarget:
     leader_epoch_path: Path
     broker_id: int | None
     keys: SegmentKeys
+    leader_epoch: int | None = None     # ours when uploading as the partition's leader (cluster mode)
 
 
 def target_for(segment: LocalSegment, partition: LocalPartition, prefix: str, hash_prefix: bool,
-               broker_id: int | None, uid: str) -> UploadTarget:
+               broker_id: int | None, uid: str, leader_epoch: int | None = None) -> UploadTarget:
     assert partition.topic_id is not None
     path = PartitionPath(prefix, partition.topic, partition.topic_id, partition.partition, hash_prefix)
     return UploadTarget(segment, partition.topic_id, partition.leader_epoch_path, broker_id,
-                        path.segment(segment.base_offset, uid))
+                        path.segment(segment.base_offset, uid), leader_epoch)
 
 
 def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int],
@@ -119,7 +120,7 @@ def _offload(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int]
             record_count=summary.record_count, max_timestamp=min(max_timestamp, MAX_TIMESTAMP_MS),
             leader_epochs=summary.leader_epochs, objects=tuple(entries), uid=keys.uid,
             broker_id=target.broker_id, created_at_ms=now_ms(), tool_version=__version__,
-            max_timestamp_source=source,
+            max_timestamp_source=source, leader_epoch=target.leader_epoch,
         )
         document = manifest.to_json()
         try:

@@ -1,0 +1,210 @@
+"""Cluster mode's upload gating with three simulated brokers sharing one bucket and prefix
+(moto over HTTP), each with its own log dir, state dir and a StaticLeadership standing in
+for Kafka's Metadata."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from tests.conftest import BUCKET, PREFIX
+from tests.integration.test_cli_and_recovery import ListLog
+from tiering.clock import SystemClock
+from tiering.cluster.chain import Chain
+from tiering.cluster.gate import open_gate
+from tiering.cluster.leadership import StaticLeadership
+from tiering.cluster.remote import list_chain
+from tiering.config import parse_config
+from tiering.journal import Journal
+from tiering.kafka.eligibility import TopicFilter
+from tiering.kafka.logdir import scan_log_dirs
+from tiering.simulate import SimulatedBroker
+from tiering.upload.coordinator import UploadCoordinator
+from tiering.upload.offload_pass import Offloader
+from tiering.wiring import open_store
+
+TOPIC = "orders"
+TOPIC_ID = "Wq3bW8QzSsKqmHTLx0Xb8w"
+# Followers roll at other offsets than the leader: each simulated broker's segments differ.
+SEGMENT_BYTES = {1: 16 * 1024, 2: 20 * 1024, 3: 24 * 1024}
+
+
+class StaticConfigs:
+    """Kafka's topic configs as a cluster with defaults answers them."""
+
+    def describe(self, topics):
+        return {t: {"cleanup.policy": ("delete", "DEFAULT_CONFIG")} for t in topics}
+
+    def close(self):
+        pass
+
+
+class Node:
+    def __init__(self, root, endpoint, broker_id, segment_bytes, claims="auto"):
+        self.broker_id = broker_id
+        self.sim = SimulatedBroker(root / f"logs-{broker_id}", broker_id=broker_id, segment_bytes=segment_bytes,
+                                   seed=7, clock_ms=lambda: 1_700_000_000_000)
+        self.sim.create_topic(TOPIC, 2, topic_id=TOPIC_ID)
+        self.config = parse_config({
+            "kafka": {"log_dirs": [str(self.sim.log_dir)], "bootstrap_servers": "127.0.0.1:9"},
+            "store": {"bucket": BUCKET, "prefix": PREFIX, "endpoint_url": endpoint, "region": "us-east-1",
+                      "addressing_style": "path"},
+            "upload": {"concurrency": 2},
+            "state": {"dir": str(root / f"state-{broker_id}")},
+            "cluster": {"claims": claims},
+            "retention": {"retention_ms": -1},     # the records are old: nothing expires here
+        })
+        self.leadership = StaticLeadership()
+        self.store = open_store(self.config)
+        self.journal = Journal(self.config.state.dir)
+        self.log = ListLog()
+
+    def produce(self, count):
+        for partition in (0, 1):
+            self.sim.produce(TOPIC, partition, count, value_size=200)
+
+    def run_pass(self):
+        return Offloader(self.config, self.store, self.journal, SystemClock(), self.log, rng=random.Random(0),
+                         leadership_factory=lambda _: self.leadership,
+                         config_source_factory=lambda _: StaticConfigs()).run_pass()
+
+    def close(self):
+        self.store.close()
+        self.journal.close()
+        self.sim.close()
+
+
+@pytest.fixture
+def nodes(tmp_path, s3, s3_endpoint):
+    made: dict[int, Node] = {}
+
+    def make(broker_id, segment_bytes=None, claims="auto"):
+        made[broker_id] = Node(tmp_path, s3_endpoint, broker_id, segment_bytes or SEGMENT_BYTES[broker_id], claims)
+        return made[broker_id]
+    yield make
+    for node in made.values():
+        node.close()
+
+
+def lead(nodes, partition, leader, epoch):
+    for node in nodes:
+        node.leadership.set(TOPIC, partition, leader, epoch, (1, 2, 3), (1, 2, 3))
+
+
+def manifests(s3, partition):
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".manifest.json") and f"-{TOPIC_ID}/{partition}/" in item["Key"]:
+                found.append(json.loads(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()))
+    return sorted(found, key=lambda m: (m["base_offset"], m["created_at_ms"]))
+
+
+def chain_of(node, partition) -> Chain:
+    return list_chain(node.store, node.config.store.layout, (TOPIC, TOPIC_ID, partition), 0).chain
+
+
+def rolled_end(node, partition) -> int:
+    return max(
+        s.end_offset for p in scan_log_dirs([node.sim.log_dir]).partitions if p.partition == partition
+        for s in p.segments if s.end_offset is not None)
+
+
+def test_only_the_leader_uploads_and_a_new_leader_continues_the_chain(nodes, s3):
+    cluster = [nodes(1), nodes(2), nodes(3)]
+    for node in cluster:
+        node.produce(600)
+    lead(cluster, 0, 1, 3)
+    lead(cluster, 1, 2, 5)
+    reports = {node.broker_id: node.run_pass() for node in cluster}
+    assert all(r.ok for r in reports.values())
+    assert reports[3].uploaded == () and reports[3].not_led == 2        # leads nothing
+    assert {m.partition for m in reports[1].uploaded} == {0} and {m.partition for m in reports[2].uploaded} == {1}
+    for partition, (leader, epoch) in ((0, (1, 3)), (1, (2, 5))):
+        docs = manifests(s3, partition)
+        assert docs and {(d["broker_id"], d["leader_epoch"]) for d in docs} == {(leader, epoch)}
+        chain = chain_of(cluster[0], partition)
+        assert chain.start == 0 and chain.gaps() == () and chain.overlaps() == ()
+        assert chain.end == rolled_end(cluster[leader - 1], partition)
+    said = [event for level, event, _ in cluster[2].log.events if event.startswith("mode:")]
+    assert said == ["mode: cluster: only partitions this broker leads are uploaded"]
+
+    # Leadership of partition 0 moves to broker 3 (epoch 4), while everyone keeps producing.
+    old_end = chain_of(cluster[0], 0).end
+    for node in cluster:
+        node.produce(400)
+    lead(cluster, 0, 3, 4)
+    assert cluster[0].run_pass().uploaded == ()                        # the old leader stops
+    moved = cluster[2].run_pass()
+    assert moved.ok and moved.uploaded and {m.partition for m in moved.uploaded} == {0}
+    chain = chain_of(cluster[0], 0)
+    assert chain.start == 0 and chain.gaps() == ()
+    assert len(chain.overlaps()) <= 1                                  # at most one per leader change
+    assert chain.end == rolled_end(cluster[2], 0)
+    new = sorted(moved.uploaded, key=lambda m: m.base_offset)
+    assert all((m.broker_id, m.leader_epoch) == (3, 4) for m in new)
+    # only what extends the chain: the first new segment straddles (or starts right after) its old end
+    assert new[0].base_offset <= old_end + 1 < new[0].end_offset + 1
+    assert all(s.end_offset is None or s.end_offset <= old_end or s.base_offset in {m.base_offset for m in new}
+               for p in scan_log_dirs([cluster[2].sim.log_dir]).partitions if p.partition == 0 for s in p.segments
+               if s.end_offset is not None and s.end_offset > old_end)
+    # every offset once, the newer epoch's copy where they overlap
+    pieces = chain.pieces
+    assert [p.first for p in pieces][1:] == [p.last + 1 for p in pieces][:-1]
+    assert pieces[-1].link.leader_epoch == 4
+
+
+def test_unreachable_cluster_uploads_nothing_and_says_so_once(nodes, s3):
+    node = nodes(1)
+    node.produce(600)
+    lead([node], 0, 1, 3)
+    node.leadership.unreachable = True
+    report = node.run_pass()
+    assert report.uploaded == () and report.not_led == 2
+    assert manifests(s3, 0) == []
+    warnings = [e for level, e, _ in node.log.events if level == "warning" and "cluster unreachable" in e]
+    assert len(warnings) == 1
+    node.leadership.unreachable = False
+    assert {m.partition for m in node.run_pass().uploaded} == {0}
+
+
+@pytest.mark.parametrize("claims", ["auto", "off"])
+def test_a_stale_old_leader_racing_the_new_one_leaves_one_copy_per_start_offset(nodes, s3, claims):
+    # Same segment boundaries on both (the case where claims decide): broker 1 led at epoch 3
+    # and still believes it does; broker 2 leads at epoch 4.
+    old, new = nodes(1, 16 * 1024, claims), nodes(2, 16 * 1024, claims)
+    for node in (old, new):
+        node.produce(600)
+    lead([old], 0, 1, 3)
+    lead([new], 0, 2, 4)
+    lead([old, new], 1, 3, 1)                 # partition 1: neither leads
+    # The stale leader plans against the chain as it is (empty) ...
+    gate = open_gate(old.config, old.store, SystemClock().now_ms, old.log, lambda _: old.leadership)
+    gate.refresh({TOPIC})
+    coordinator = UploadCoordinator(old.config, old.store, old.journal, SystemClock(), old.log, gate=gate)
+    scan = scan_log_dirs([old.sim.log_dir])
+    for partition in scan.partitions:
+        coordinator.offer(partition, scan.log_dir_state(partition.log_dir), TopicFilter())
+    # ... the new leader uploads meanwhile ...
+    uploaded_by_new = new.run_pass().uploaded
+    assert uploaded_by_new
+    # ... and the stale one's uploads go ahead afterwards.
+    try:
+        coordinator.drain()
+    finally:
+        coordinator.shutdown(0)
+    docs = manifests(s3, 0)
+    starts = [d["base_offset"] for d in docs]
+    if claims == "auto":
+        assert gate.claims
+        assert len(starts) == len(set(starts)) == len(uploaded_by_new)     # one copy of each start offset
+        assert {d["broker_id"] for d in docs} == {2}
+        assert coordinator.uploaded == []
+        assert any("newer leader" in e for _, e, _ in old.log.events)
+    else:
+        # Without claims (a store without conditional writes) both copies land; the chain's
+        # readers resolve them by leader epoch.
+        assert len(starts) == 2 * len(uploaded_by_new)
+        assert {p.link.broker_id for p in chain_of(new, 0).pieces} == {2}
