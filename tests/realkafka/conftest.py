@@ -90,9 +90,7 @@ def kafka_cluster(tmp_path_factory, kafka_libs) -> Cluster:
 def cluster(kafka_cluster) -> Cluster:
     """The module's cluster for one test: a node the test left killed is started again after it."""
     yield kafka_cluster
-    for node_id, node in kafka_cluster.nodes.items():
-        if not node.running():
-            kafka_cluster.restart(node_id)
+    kafka_cluster.revive()
 
 
 @pytest.fixture

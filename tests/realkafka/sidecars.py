@@ -20,6 +20,10 @@ from tiering.realkafka.cluster import Cluster
 
 # How often a sidecar asks the cluster who leads what, in the tests (seconds).
 REFRESH_S = 1
+# A claim left by a sidecar that lost its partition (or was killed) mid-upload holds that start
+# offset for claim_timeout_s, even against a newer leader (cluster.claims WAITs on a claim of a
+# lower epoch), and the chain has a gap until then: 600 s by default, 5 s in these tests.
+CLAIM_TIMEOUT_S = 5
 
 
 @dataclass
@@ -33,7 +37,12 @@ class Sidecar:
     runs: int = 0
 
     def run_once(self, timeout: float = 180) -> subprocess.CompletedProcess:
-        return run_cli("run", "--once", "--config", str(self.config), timeout=timeout)
+        result = run_cli("run", "--once", "--config", str(self.config), timeout=timeout)
+        # Kept beside the config: what a failing test's runs said.
+        self.runs += 1
+        (self.workdir / f"once{self.runs}.out").write_text(
+            f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}")
+        return result
 
     def start(self) -> DaemonProcess:
         self.runs += 1
@@ -80,7 +89,8 @@ def make_sidecars(cluster: Cluster, root: Path, endpoint: str, topics: list[str]
         config = env.write_config(kafka)
         text = config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{port}"')
         text += ('\n[daemon]\nreconcile_interval_ms = "1s"\n' + daemon
-                 + f"\n[cluster]\nmetadata_refresh_s = {REFRESH_S}\nchain_refresh_s = {REFRESH_S}\n")
+                 + f"\n[cluster]\nmetadata_refresh_s = {REFRESH_S}\nchain_refresh_s = {REFRESH_S}\n"
+                 f"claim_timeout_s = {CLAIM_TIMEOUT_S}\n")
         config.write_text(text)
         sidecars[node_id] = Sidecar(node_id, env, config, workdir, port)
     return sidecars

@@ -21,11 +21,6 @@ from tiering.realkafka.ops import ClusterAdmin, PartitionState
 
 pytestmark = [pytest.mark.realkafka, pytest.mark.integration]
 
-# Until cluster mode is merged: every sidecar uploads its own replica (three copies), manifests
-# carry no leader_epoch, and `[cluster]` is an unknown config section (run exits 2).
-NOT_YET = pytest.mark.xfail(strict=True, reason="issue 19 cluster mode not merged yet: followers upload, "
-                                                "no leader_epoch in manifests, [cluster] unknown")
-
 
 def test_acks_all_records_survive_a_kill_of_the_leaders_node(cluster):
     """The cluster itself: a kill -9 of the leader's node moves leadership (a higher epoch),
@@ -71,7 +66,6 @@ def assert_one_gapless_copy(segments: list[StoredSegment], up_to: int, max_overl
     assert not missing, f"offsets missing from the store: {missing[:20]}"
 
 
-@NOT_YET
 def test_steady_state_stores_one_copy_uploaded_by_each_partitions_leader(cluster, s3, sidecars_for):
     topic = "steady"
     states = create_replicated_topic(cluster, topic, partitions=2)
@@ -97,6 +91,11 @@ def test_steady_state_stores_one_copy_uploaded_by_each_partitions_leader(cluster
         assert ratio <= 1.05, f"{topic}-{partition}: store bytes / one replica's rolled bytes = {ratio:.3f}"
 
 
+def chain_reaches(s3, topic: str, end: int) -> bool:
+    facts = chain_facts(stored_segments(s3, topic, 0))
+    return facts.end is not None and facts.end >= end and not facts.gaps
+
+
 def records_by_offset(acked: list[Acked], partition: int) -> dict[int, tuple[bytes, bytes]]:
     return {a.offset: (a.key, a.value) for a in acked if a.partition == partition}
 
@@ -117,7 +116,6 @@ def uploaded_at(s3, topic: str, partition: int, state: PartitionState) -> bool:
                for s in stored_segments(s3, topic, partition))
 
 
-@NOT_YET
 def test_leader_changes_leave_one_gapless_chain_read_once_through_every_sidecar(cluster, s3, sidecars_for):
     topic = "moves"
     first = create_replicated_topic(cluster, topic, segment_bytes=32 * 1024)[0]
@@ -162,8 +160,7 @@ def test_leader_changes_leave_one_gapless_chain_read_once_through_every_sidecar(
     leader = changes[-1].leader
     wait_for_high_watermark(cluster.log_dir(leader), topic, 0, max(a.offset for a in acked) + 1)
     end = eligible_end(cluster.log_dir(leader), topic, 0)
-    wait_until(lambda: (chain_facts(stored_segments(s3, topic, 0)).end or -1) >= end, 90,
-               f"the chain to reach offset {end}", 1)
+    wait_until(lambda: chain_reaches(s3, topic, end), 90, f"the chain to reach offset {end} without a gap", 1)
     for sidecar in sidecars.values():
         assert sidecar.stop() == 0, sidecar.daemon.stderr()[-3000:]
 
@@ -178,7 +175,6 @@ def test_leader_changes_leave_one_gapless_chain_read_once_through_every_sidecar(
         assert_reads_every_record_once(sidecar, topic, 0, wanted, end)
 
 
-@NOT_YET
 def test_a_sidecar_killed_during_a_leader_change_leaves_no_gap_and_no_visible_duplicate(
         cluster, s3, sidecars_for):
     topic = "crashmove"
@@ -216,8 +212,7 @@ def test_a_sidecar_killed_during_a_leader_change_leaves_no_gap_and_no_visible_du
 
     wait_for_high_watermark(cluster.log_dir(old), topic, 0, max(a.offset for a in acked) + 1)
     end = eligible_end(cluster.log_dir(old), topic, 0)
-    wait_until(lambda: (chain_facts(stored_segments(s3, topic, 0)).end or -1) >= end, 90,
-               f"the chain to reach offset {end}", 1)
+    wait_until(lambda: chain_reaches(s3, topic, end), 90, f"the chain to reach offset {end} without a gap", 1)
     for sidecar in sidecars.values():
         assert sidecar.stop() == 0, sidecar.daemon.stderr()[-3000:]
     # Two changes: at most one overlap each; the killed sidecar's half-done upload is no manifest.

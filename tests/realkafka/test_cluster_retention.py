@@ -18,20 +18,21 @@ from tiering.realkafka.ops import ClusterAdmin
 
 pytestmark = [pytest.mark.realkafka, pytest.mark.integration]
 
-NOT_YET = pytest.mark.xfail(strict=True, reason="issue 19 cluster mode not merged yet: followers upload, "
-                                                "retention and the reader do not follow the chain")
-
 ADMIN_RETENTION = '\n[retention]\nlocal_delete = "kafka-admin"\nlocal_retention_bytes = 1\n'
 UNLINK_RETENTION = '\n[retention]\nlocal_delete = "unlink"\nlocal_retention_bytes = 1\n'
 ASKED = "broker asked to delete segment (DeleteRecords)"
 
 
-def run_all(sidecars, order) -> dict[int, list[dict]]:
-    """`run --once` on each sidecar in `order`; each run's JSON events."""
+UNREACHABLE = "cluster unreachable: nothing new is uploaded for partitions not known to be led by this broker"
+
+
+def run_all(sidecars, order, codes: tuple[int, ...] = (0,)) -> dict[int, list[dict]]:
+    """`run --once` on each sidecar in `order`, each exiting one of `codes`; each run's JSON events."""
     out = {}
     for node in order:
         result = sidecars[node].run_once()
-        assert result.returncode == 0, f"node {node}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
+        assert result.returncode in codes and "Traceback" not in result.stderr, \
+            f"node {node}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
         out.setdefault(node, []).extend(events(result.stdout))
     return out
 
@@ -55,7 +56,6 @@ def wait_all_high_watermarks(cluster, topic: str, at_least: int) -> None:
         wait_for_high_watermark(cluster.log_dir(node), topic, 0, at_least)
 
 
-@NOT_YET
 def test_the_leaders_delete_records_trims_every_replica_and_nothing_is_lost(cluster, s3, sidecars_for):
     topic = "cret"
     state = create_replicated_topic(cluster, topic)[0]
@@ -83,15 +83,18 @@ def test_the_leaders_delete_records_trims_every_replica_and_nothing_is_lost(clus
         assert_every_record_once(sidecar, topic, sent)
 
 
-@NOT_YET
+@pytest.mark.xfail(strict=True, reason="issue 19: with the cluster down, a follower's sidecar whose earlier run "
+                                       "came before the leader's upload unlinks nothing the chain covers "
+                                       "(deleted_local 0); one whose earlier run saw the chain trims its replica")
 def test_unlink_on_stopped_brokers_and_a_lost_cluster_upload_nothing_new_then_recover(cluster, s3, sidecars_for):
     topic = "cunl"
     state = create_replicated_topic(cluster, topic)[0]
     sent = produce_kafka_python(cluster.bootstrap, topic, 400, value_size=300)
     wait_all_high_watermarks(cluster, topic, 400)
     sidecars = sidecars_for([topic])
-    # Cluster up: the leader's sidecar uploads (and every sidecar keeps the topic's configs).
-    run_all(sidecars, list(cluster.nodes))
+    # Cluster up: the leader's sidecar uploads (and every sidecar keeps the topic's configs);
+    # the followers run first, as a fresh follower's sidecar may well before the leader uploads.
+    run_all(sidecars, [*(n for n in cluster.nodes if n != state.leader), state.leader])
     first_end = chain_facts(stored_segments(s3, topic, 0)).end
     assert first_end is not None
 
@@ -103,7 +106,9 @@ def test_unlink_on_stopped_brokers_and_a_lost_cluster_upload_nothing_new_then_re
     for sidecar in sidecars.values():
         sidecar.config.write_text(sidecar.config.read_text() + UNLINK_RETENTION)
     before = bucket_snapshot(s3)
-    run_all(sidecars, list(cluster.nodes))
+    # Each run says once that the cluster is unreachable (exit 0 or 1: seen both).
+    ran = run_all(sidecars, list(cluster.nodes), codes=(0, 1))
+    assert all(sum(e["event"] == UNREACHABLE for e in evs) == 1 for evs in ran.values()), ran
     # Nobody knows who leads: nothing new reaches the store...
     assert bucket_snapshot(s3) == before, "a sidecar uploaded without knowing it leads"
     # ...but every replica drops what the chain covers (the brokers are stopped: unlink).
@@ -112,7 +117,10 @@ def test_unlink_on_stopped_brokers_and_a_lost_cluster_upload_nothing_new_then_re
         assert bases and bases[0] > 0, f"node {node} kept segments the chain covers: {bases}"
         assert bases[0] <= first_end + 1, f"node {node} deleted what the store does not hold: {bases}"
 
-    # The cluster is back: the leader's sidecar uploads the rest; nothing is lost from both tiers.
+    # The cluster is back (unlink off again under running brokers): the leader's sidecar uploads
+    # the rest; nothing is lost from both tiers.
+    for sidecar in sidecars.values():
+        sidecar.config.write_text(sidecar.config.read_text().replace(UNLINK_RETENTION, ""))
     cluster.start()
     with ClusterAdmin(cluster.bootstrap) as admin:
         state = admin.wait_healthy(topic, 1)[0]
@@ -127,7 +135,6 @@ def test_unlink_on_stopped_brokers_and_a_lost_cluster_upload_nothing_new_then_re
         assert_every_record_once(sidecar, topic, sent)
 
 
-@NOT_YET
 def test_a_sidecar_that_loses_the_cluster_uploads_nothing_until_it_is_back(cluster, s3, sidecars_for):
     """The leader's sidecar reaches the cluster through a relay: while the relay is closed
     (bootstrap unreachable) it cannot know it still leads, so it uploads nothing new, though it
@@ -150,7 +157,8 @@ def test_a_sidecar_that_loses_the_cluster_uploads_nothing_until_it_is_back(clust
         relay.close()
         before = bucket_snapshot(s3)
         blind = leader.run_once()
-        assert "Traceback" not in blind.stderr, blind.stderr[-3000:]
+        assert blind.returncode in (0, 1) and "Traceback" not in blind.stderr, blind.stderr[-3000:]
+        assert sum(e["event"] == UNREACHABLE for e in events(blind.stdout)) == 1, blind.stdout[-3000:]
         assert bucket_snapshot(s3) == before, "uploaded without knowing it leads"
 
         relay.open()

@@ -98,6 +98,16 @@ class Cluster:
             raise BrokerError(f"node {node_id} is still running")
         node.start(timeout)
 
+    def revive(self, timeout: float = 180) -> list[int]:
+        """Start every node that is not running, together (one node alone has no quorum to
+        start with when the others are down too); returns their ids."""
+        dead = [i for i, node in self.nodes.items() if not node.running()]
+        for i in dead:
+            self.nodes[i].launch()
+        with ThreadPoolExecutor(max(len(dead), 1)) as pool:
+            list(pool.map(lambda i: self.nodes[i].wait_started(timeout), dead))
+        return dead
+
     def running(self) -> list[int]:
         return [i for i, node in self.nodes.items() if node.running()]
 
