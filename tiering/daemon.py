@@ -163,6 +163,7 @@ class Daemon:
         prepare_failures = 0
         now = self.clock.monotonic()
         next_prepare = next_reconcile = next_sweep = next_gauges = next_ping = next_retention = now
+        next_leadership = now
         while not self._stop:
             now = self.clock.monotonic()
             self._last_tick = now
@@ -188,9 +189,10 @@ class Daemon:
                     next_reconcile = self.clock.monotonic() + daemon.reconcile_interval_ms / 1000
                 else:
                     self._process_hints()
-                if self._ready and self.coordinator.leadership_tick(
-                        {p.topic for p in self.inventory.partitions.values()}):
-                    self._apply((), self.inventory.partitions.values())   # leadership moved: plan again
+                if self._ready and now >= next_leadership:
+                    next_leadership = now + TICK_SECONDS
+                    if self.coordinator.leadership_tick({p.topic for p in self.inventory.partitions.values()}):
+                        self._apply((), self.inventory.partitions.values())   # leadership moved: plan again
                 if now >= next_sweep:
                     self._start_sweep()
                     next_sweep = now + daemon.sweep_interval_ms / 1000

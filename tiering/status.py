@@ -44,6 +44,8 @@ class PartitionStatus:
     retention: RetentionPlan | None = None      # what the next retention pass would do
     # The topic's effective limits, each {"value", "source"} (kafka:<config source>, toml:..., default)
     retention_config: dict | None = None
+    # Cluster mode: role, chain and why not uploading (tiering.cluster.report); None in single mode
+    cluster: dict | None = None
 
     def retention_json(self) -> dict | None:
         plan = self.retention
@@ -67,6 +69,8 @@ class PartitionStatus:
             "local_start_offset": self.local_start_offset, "remote_start_offset": self.remote_start_offset,
             "retention": self.retention_json(),
             "retention_config": self.retention_config,
+            "mode": "single" if self.cluster is None else "cluster",
+            "cluster": self.cluster,
         }
 
 

@@ -75,7 +75,10 @@ def verify_store(store: ObjectStore, layout: KeyLayout, scan: LogDirScan) -> Ver
                                                   f"differs from the local copy {local} "
                                                   f"(local {checksum[0]} bytes crc {checksum[1]}, "
                                                   f"remote {log_entry.size} bytes crc {log_entry.crc32c})"))
-    orphans = tuple(sorted(k for k in listing if k not in described))
+    # A claim (cluster mode) belongs to a start offset, not to an upload: no manifest names it,
+    # and the sweep removes it once it is old; it is no orphan.
+    claims = {parsed.stem + "." + parsed.suffix for parsed, _ in owned if parsed.is_claim}
+    orphans = tuple(sorted(k for k in listing if k not in described and k not in claims))
     return VerifyReport(len(manifests), objects, local_copies, tuple(problems), orphans, chain_notes(manifests))
 
 

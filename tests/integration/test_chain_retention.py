@@ -4,6 +4,7 @@ total retention (of every broker's uploads) are the leader's sidecar's alone."""
 
 from __future__ import annotations
 
+import shutil
 from types import MappingProxyType
 
 import pytest
@@ -110,3 +111,14 @@ def test_only_the_leaders_sidecar_sends_delete_records(chain, env, s3):
     finally:
         kafka.close()
     assert local_bases(brokers[BROKER]) == [0, 150, 280, 380, 450]     # the broker deletes the files
+
+
+def test_uploads_of_a_partition_moved_away_are_left_to_its_leaders_sidecar(chain, env, s3):
+    _, brokers, _, _ = chain
+    before = all_keys(s3)
+    shutil.rmtree(brokers[BROKER].partition_dir(TOPIC, 0))     # reassigned to other brokers
+    report = run_retention(env, brokers, 'local_retention_ms = "1s"\nretention_ms = "1s"', leader=1,
+                           now_ms=2_000_000_000_000)
+    # broker 2's journal still has its upload [280..379]; in a cluster that link belongs to a
+    # chain the partition's leader expires, never this sidecar on its own rows
+    assert all_keys(s3) == before and not report.deleted and not report.failures

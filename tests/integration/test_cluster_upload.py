@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
 from tests.conftest import BUCKET, PREFIX
 from tests.integration.test_cli_and_recovery import ListLog
+from tiering.cli.status import collect, print_table
 from tiering.clock import SystemClock
 from tiering.cluster.chain import Chain
 from tiering.cluster.gate import open_gate
 from tiering.cluster.leadership import StaticLeadership
 from tiering.cluster.remote import list_chain
 from tiering.config import parse_config
-from tiering.journal import Journal
+from tiering.journal import Journal, SegmentId
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.simulate import SimulatedBroker
@@ -112,10 +114,10 @@ def rolled_end(node, partition) -> int:
         for s in p.segments if s.end_offset is not None)
 
 
-def test_only_the_leader_uploads_and_a_new_leader_continues_the_chain(nodes, s3):
+def test_only_the_leader_uploads_a_new_leader_continues_the_chain_and_status_says_so(nodes, s3, capsys):
     cluster = [nodes(1), nodes(2), nodes(3)]
     for node in cluster:
-        node.produce(600)
+        node.produce(300)
     lead(cluster, 0, 1, 3)
     lead(cluster, 1, 2, 5)
     reports = {node.broker_id: node.run_pass() for node in cluster}
@@ -134,7 +136,7 @@ def test_only_the_leader_uploads_and_a_new_leader_continues_the_chain(nodes, s3)
     # Leadership of partition 0 moves to broker 3 (epoch 4), while everyone keeps producing.
     old_end = chain_of(cluster[0], 0).end
     for node in cluster:
-        node.produce(400)
+        node.produce(200)
     lead(cluster, 0, 3, 4)
     assert cluster[0].run_pass().uploaded == ()                        # the old leader stops
     moved = cluster[2].run_pass()
@@ -155,10 +157,47 @@ def test_only_the_leader_uploads_and_a_new_leader_continues_the_chain(nodes, s3)
     assert [p.first for p in pieces][1:] == [p.last + 1 for p in pieces][:-1]
     assert pieces[-1].link.leader_epoch == 4
 
+    # `status` on the old leader: mode, role, the chain and who uploaded it, why it does not upload
+    document, rows, error = collect(cluster[0].config, leadership=cluster[0].leadership, config_source=StaticConfigs())
+    assert error is None
+    assert document["cluster"] == {"mode": "cluster", "broker_id": 1, "reachable": True,
+                                   "bootstrap_servers": "127.0.0.1:9", "error": None}
+    by_partition = {p["partition"]: p for p in document["partitions"]}
+    moved, other = by_partition[0], by_partition[1]
+    assert moved["mode"] == "cluster" and moved["cluster"]["role"] == "follower"
+    assert moved["cluster"]["not_uploading"] == "broker 3 leads it (leader epoch 4)"
+    shown = moved["cluster"]["chain"]
+    assert shown["uploaders"] == [1, 3] and (shown["start"], shown["end"]) == (chain.start, chain.end)
+    assert shown["gaps"] == [] and len(shown["overlaps"]) == len(chain.overlaps())
+    for overlap in shown["overlaps"]:
+        assert {link["broker_id"] for link in overlap["links"]} == {1, 3}
+    assert other["cluster"]["role"] == "follower" and other["cluster"]["chain"]["uploaders"] == [2]
+    print_table(rows, document)
+    text = capsys.readouterr().out
+    assert text.startswith("Mode: cluster, broker 1, cluster reachable")
+    assert "  orders-0: follower, not uploading: broker 3 leads it (leader epoch 4); chain 0.." in text
+    assert "uploaded by broker(s) 1, 3" in text
+    document, _, _ = collect(cluster[2].config, leadership=cluster[2].leadership, config_source=StaticConfigs())
+    assert [(p["partition"], p["cluster"]["role"], p["cluster"]["not_uploading"]) for p in document["partitions"]] == [
+        (0, "leader", None), (1, "follower", "broker 2 leads it (leader epoch 5)")]
+
+    cluster[0].leadership.unreachable = True
+    document, rows, _ = collect(cluster[0].config, leadership=cluster[0].leadership, config_source=StaticConfigs())
+    assert not document["cluster"]["reachable"] and "unreachable" in document["cluster"]["error"]
+    assert {p["cluster"]["role"] for p in document["partitions"]} == {"unknown"}
+    assert {p["cluster"]["not_uploading"] for p in document["partitions"]} == {
+        "the cluster has not answered (kafka.bootstrap_servers unreachable)"}
+    single = replace(cluster[0].config, kafka=replace(cluster[0].config.kafka, bootstrap_servers=None))
+    document, rows, _ = collect(single)
+    assert document["cluster"] == {"mode": "single"}
+    assert {(p["mode"], p["cluster"]) for p in document["partitions"]} == {("single", None)}
+    print_table(rows, document)
+    assert capsys.readouterr().out.startswith("Mode: single")
+
 
 def test_unreachable_cluster_uploads_nothing_and_says_so_once(nodes, s3):
     node = nodes(1)
-    node.produce(600)
+    node.produce(300)
     lead([node], 0, 1, 3)
     node.leadership.unreachable = True
     report = node.run_pass()
@@ -176,7 +215,7 @@ def test_a_stale_old_leader_racing_the_new_one_leaves_one_copy_per_start_offset(
     # and still believes it does; broker 2 leads at epoch 4.
     old, new = nodes(1, 16 * 1024, claims), nodes(2, 16 * 1024, claims)
     for node in (old, new):
-        node.produce(600)
+        node.produce(300)
     lead([old], 0, 1, 3)
     lead([new], 0, 2, 4)
     lead([old, new], 1, 3, 1)                 # partition 1: neither leads
@@ -208,3 +247,20 @@ def test_a_stale_old_leader_racing_the_new_one_leaves_one_copy_per_start_offset(
         # readers resolve them by leader epoch.
         assert len(starts) == 2 * len(uploaded_by_new)
         assert {p.link.broker_id for p in chain_of(new, 0).pieces} == {2}
+
+
+
+def test_another_brokers_upload_under_the_same_base_offset_is_not_this_segment(nodes, s3):
+    # A journal rebuilt from the store holds every broker's uploads by base offset; replicas
+    # roll apart, so one starting where ours starts may end elsewhere.
+    node = nodes(3)
+    node.produce(300)
+    lead([node], 0, 3, 1)
+    lead([node], 1, 2, 1)
+    first = next(p for p in scan_log_dirs([node.sim.log_dir]).partitions if p.partition == 0).segments[0]
+    node.journal.set_meta("store_synced", "1")
+    node.journal.mark_uploaded(SegmentId(TOPIC, TOPIC_ID, 0, first.base_offset), "0" * 16, first.end_offset - 5,
+                               first.size, first.size, f"{PREFIX}elsewhere.manifest.json", 1)
+    uploaded = node.run_pass().uploaded
+    assert first.base_offset in {m.base_offset for m in uploaded if m.partition == 0}
+    assert chain_of(node, 0).gaps() == () and chain_of(node, 0).start == first.base_offset

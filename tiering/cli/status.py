@@ -10,13 +10,19 @@ from dataclasses import replace
 
 from tiering.cli.main import add_config_argument
 from tiering.cli.table import aligned
+from tiering.cluster.chain import Chain
+from tiering.cluster.identity import broker_identity
+from tiering.cluster.leadership import (ClusterUnreachable, KafkaLeadership, LeadershipSource, LeadershipView,
+                                        unknown_view)
+from tiering.cluster.remote import chains_of_listing
+from tiering.cluster.report import describe_cluster_row, partition_cluster_json
 from tiering.config import Config, load_config
 from tiering.errors import EXIT_FAILED, EXIT_OK
 from tiering.journal import Journal
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.lock import probe_lock
 from tiering.kafka.logdir import scan_log_dirs
-from tiering.kafka.topicconfig import TopicConfigs
+from tiering.kafka.topicconfig import TopicConfigs, TopicConfigSource
 from tiering.kafka.validbytes import valid_bytes
 from tiering.retention.admin import KafkaConfigReader
 from tiering.retention.configs import last_seen, read_configs
@@ -37,6 +43,22 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def _cluster_view(config: Config, topics: set[str],
+                  source: LeadershipSource | None) -> tuple[LeadershipView, str | None]:
+    """Leadership as the cluster says it now (status asks once; no tracker)."""
+    identity = broker_identity(config.kafka.log_dirs)
+    assert config.kafka.bootstrap_servers is not None
+    source = source if source is not None else KafkaLeadership(config.kafka.bootstrap_servers)
+    try:
+        answer = source.describe(topics)
+    except ClusterUnreachable as exc:
+        return unknown_view(identity.broker_id), str(exc)
+    finally:
+        source.close()
+    error = identity.problem if identity.broker_id is None else None
+    return LeadershipView(identity.broker_id, answer, int(time.time() * 1000), True), error
+
+
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     document, rows, store_error = collect(config)
@@ -50,7 +72,8 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_FAILED if store_error else EXIT_OK
 
 
-def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
+def collect(config: Config, leadership: LeadershipSource | None = None,
+            config_source: TopicConfigSource | None = None) -> tuple[dict, list[PartitionStatus], str | None]:
     scan = scan_log_dirs(config.kafka.log_dirs)
     records, disabled = [], frozenset()
     configs = TopicConfigs(bool(config.kafka.bootstrap_servers))
@@ -61,7 +84,7 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
         configs = last_seen(config, journal)
         journal.close()
     now_ms = int(time.time() * 1000)
-    configs = _read_configs(config, scan, records, configs, now_ms)
+    configs = _read_configs(config, scan, records, configs, now_ms, config_source)
     locks = {state.path: probe_lock(state.path) for state in scan.log_dirs}
     plans = {}
     retention_configs = {}
@@ -88,6 +111,17 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
 
     rows = build_status(scan, records, listing, TopicFilter(config.kafka.include, config.kafka.exclude, configs),
                         end_offset_of, plans, disabled, retention_configs)
+    cluster: dict = {"mode": "single"}
+    if config.cluster_mode:
+        view, cluster_error = _cluster_view(config, {r.topic for r in rows}, leadership)
+        chains = chains_of_listing(store, listing) if listing is not None else {}
+        rows = [replace(r, cluster=partition_cluster_json(
+                    view, r.topic, r.partition,
+                    chains.get((r.topic, r.topic_id or "", r.partition), Chain.of([])) if listing is not None else None,
+                    store_error))
+                for r in rows]
+        cluster = {"mode": "cluster", "broker_id": view.broker_id, "reachable": view.reachable,
+                   "bootstrap_servers": config.kafka.bootstrap_servers, "error": cluster_error}
     store.close()
     document = {
         "partitions": [r.to_json() for r in rows],
@@ -96,16 +130,18 @@ def collect(config: Config) -> tuple[dict, list[PartitionStatus], str | None]:
         "anomalies": [{"path": a.path, "reason": a.reason} for a in scan.anomalies],
         "store": {"bucket": config.store.bucket, "prefix": config.store.prefix, "error": store_error},
         "topic_configs": {"from_kafka": configs.from_kafka, "read_at_ms": configs.read_at_ms, "error": configs.error},
+        "cluster": cluster,
     }
     return document, rows, store_error
 
 
-def _read_configs(config: Config, scan, records, previous: TopicConfigs, now_ms: int) -> TopicConfigs:
+def _read_configs(config: Config, scan, records, previous: TopicConfigs, now_ms: int,
+                  source: TopicConfigSource | None = None) -> TopicConfigs:
     """Kafka's topic configs now (bootstrap servers set), or the last ones the journal kept;
     status only reads, so nothing is written back."""
     if not config.kafka.bootstrap_servers:
         return TopicConfigs()
-    source = KafkaConfigReader(config.kafka.bootstrap_servers)
+    source = source if source is not None else KafkaConfigReader(config.kafka.bootstrap_servers)
     try:
         return read_configs(config, source, {p.topic for p in scan.partitions} | {r.id.topic for r in records},
                             previous, now_ms, _Quiet())
@@ -120,6 +156,13 @@ class _Quiet:
         pass
 
 def print_table(rows: list[PartitionStatus], document: dict) -> None:
+    cluster = document["cluster"]
+    if cluster["mode"] == "single":
+        print("Mode: single (no kafka.bootstrap_servers): this sidecar uploads every eligible segment it holds\n")
+    else:
+        reach = "reachable" if cluster["reachable"] else f"UNREACHABLE ({cluster['error']})"
+        print(f"Mode: cluster, broker {cluster['broker_id']}, cluster {reach}: "
+              "this sidecar uploads only the partitions its broker leads\n")
     header = ("PARTITION", "LOCAL", "LOCAL FROM", "REMOTE", "REMOTE OFFSETS", "PENDING", "TIERED", "LAST ERROR")
     table = [header]
     for r in rows:
@@ -130,6 +173,11 @@ def print_table(rows: list[PartitionStatus], document: dict) -> None:
                       str(r.pending_segments), "yes" if r.tiering_enabled else "no", (r.last_error or "")[:100]))
     for line in aligned(table):
         print(line)
+    if cluster["mode"] == "cluster":
+        print("\nCluster (this broker's role; the chain of every broker's uploads):")
+        for r in rows:
+            if r.cluster is not None:
+                print(describe_cluster_row(f"{r.topic}-{r.partition}", r.cluster))
     print("\nRetention (what the next pass does):")
     for r in rows:
         if r.retention is None:

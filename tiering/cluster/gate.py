@@ -192,7 +192,11 @@ def open_gate(config: Config, store: ObjectStore, now_ms: Callable[[], int], log
     if source_factory is None:
         from tiering.cluster.leadership import KafkaLeadership
         source_factory = KafkaLeadership
-    on_reachable = (lambda ok: metrics.cluster_reachable.set(1 if ok else 0)) if metrics is not None else (lambda ok: None)
+
+    def on_reachable(ok: bool) -> None:
+        if metrics is not None:
+            metrics.cluster_reachable.set(1 if ok else 0)
+
     tracker = LeadershipTracker(source_factory(config.kafka.bootstrap_servers), identity.broker_id,
                                 config.cluster.metadata_refresh_ms, now_ms, log, on_reachable)
     chains = RemoteChains(store, config.store.layout, config.cluster.chain_refresh_ms, now_ms)

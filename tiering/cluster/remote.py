@@ -92,3 +92,25 @@ class RemoteChains:
     def forget(self, partition: PartitionId) -> None:
         self._chains.pop(partition, None)
         self._links.pop(partition, None)
+
+
+def chains_of_listing(store: ObjectStore, listing: list, threads: int = 8) -> dict[PartitionId, Chain]:
+    """Every partition's chain from one listing of our keys (`status`): each manifest read
+    once, several at a time. A manifest that cannot be read or is not valid is left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [(parsed, info.key) for parsed, info in listing if parsed.is_manifest]
+
+    def read(key: str) -> ChainLink | None:
+        try:
+            return link_of(fetch_manifest(store, key), key)
+        except (ManifestError, StoreError):
+            return None
+
+    with ThreadPoolExecutor(max(1, min(threads, len(keys)))) as pool:
+        links = list(pool.map(read, [key for _, key in keys]))
+    grouped: dict[PartitionId, list[ChainLink]] = {}
+    for (parsed, _), link in zip(keys, links):
+        if link is not None:
+            grouped.setdefault((parsed.topic, parsed.topic_id, parsed.partition), []).append(link)
+    return {partition: Chain.of(found) for partition, found in grouped.items()}

@@ -22,7 +22,7 @@ from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan
 from tiering.store.keys import KeyLayout
 from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
-from tiering.read.remote_chain import load_chain, partition_manifest_keys
+from tiering.read.remote_chain import RemoteChain, partition_manifest_keys
 from tiering.store.protocol import ObjectStore
 
 
@@ -58,6 +58,7 @@ class PartitionView:
     local: LocalPartition | None
     high_watermark: int | None            # from the broker's checkpoint; None: not known
     remote: tuple[RemoteSegment, ...]     # the chain's pieces below the first local segment, in order
+    unusable: tuple[str, ...] = ()        # manifests below it that do not validate (one line each)
 
     @property
     def first_local_offset(self) -> int | None:
@@ -116,7 +117,15 @@ class Catalog:
         # A link starting at or above the first local segment serves nothing the local copy
         # does not; one starting below it is cut where the local segments take over.
         listed = partition_manifest_keys(self.store, layout, root, below=first_local)
-        chain = load_chain((info.key for _, info in listed), self.manifest)
+        usable, unusable = [], []
+        for _, info in listed:
+            try:
+                usable.append((info.key, self.manifest(info.key)))
+            except BadRemoteSegment as exc:
+                # A read of local offsets does not need it; a read of the store's refuses
+                # (without it the chain could show a gap or the wrong copy there).
+                unusable.append(str(exc))
+        chain = RemoteChain.of(usable)
         limit = first_local - 1 if first_local is not None else None
         remote = []
         for piece in chain.pieces:
@@ -127,7 +136,7 @@ class Catalog:
         if local is not None:
             state = self.scan.log_dir_state(local.log_dir)
             high_watermark = state.high_watermarks.get(TopicPartition(topic, partition))
-        return PartitionView(topic, partition, topic_id, local, high_watermark, tuple(remote))
+        return PartitionView(topic, partition, topic_id, local, high_watermark, tuple(remote), tuple(unusable))
 
     def cached_manifest(self, key: str) -> SegmentManifest | None:
         with self._lock:

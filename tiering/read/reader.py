@@ -130,6 +130,8 @@ class TieredReader:
         view = self.catalog.partition(topic, partition)
         extent = self.check_offset(view, from_offset)
         segments = _plan(view, from_offset)
+        if view.unusable and any(s.remote is not None for s in segments):
+            raise BadRemoteSegment(view.unusable[0])
         bound = extent.end
         visibility = Visibility(isolation)
         if isolation == READ_COMMITTED:

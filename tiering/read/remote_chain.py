@@ -9,7 +9,7 @@ the manifests are fetched (and kept: they are immutable) for the links a caller 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from tiering.cluster.chain import Chain, ChainLink, ChainPiece
 from tiering.cluster.remote import link_of
@@ -58,10 +58,3 @@ def partition_manifest_keys(store: ObjectStore, layout: KeyLayout, root: str,
     with a base offset below `below` when given (a link starting there serves nothing below)."""
     return [(parsed, info) for parsed, info in owned_objects(store, layout, under=root)
             if parsed.is_manifest and parsed.root == root and (below is None or parsed.base_offset < below)]
-
-
-def load_chain(keys: Iterable[str], fetch: Callable[[str], SegmentManifest]) -> RemoteChain:
-    """The chain of the manifests at `keys`, each read with `fetch` (which raises for one
-    that cannot be read: a chain built without a link could show a gap or an overlapped
-    copy where there is none)."""
-    return RemoteChain.of((key, fetch(key)) for key in keys)

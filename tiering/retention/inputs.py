@@ -96,9 +96,15 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
         policy = config.retention_for(topic)
         remote = uploaded[key]
         retention = effective_retention(config, topic, configs)
+        hold = retention.hold
+        if chains is not None and hold is None:
+            # This broker's uploads of a partition it no longer holds are links of a chain that
+            # may live on elsewhere (a reassignment): its leader's sidecar expires them with
+            # the rest; by the journal's rows alone they would go out of turn.
+            hold = "not on this broker: in a cluster its chain's total retention is its leader's sidecar's"
         views.append(PartitionView(topic, topic_id, number, None, None, remote, frozenset(),
                                    PartitionInput((), _remote_copies(remote), _limits(retention),
-                                                  remote_hold=retention.hold),
+                                                  remote_hold=hold),
                                    policy.local_delete, retention))
     return views
 

@@ -5,6 +5,20 @@ in; the segments to download (newest first), the checkpoint changes and any reas
 out. The restored segments must join the local ones without a gap or an overlap, so the
 chain is followed down from the first local segment and stops at the first break: a broker
 loading the result sees one contiguous log.
+
+In a cluster (the manifests come from more than one broker, or carry leader epochs) the
+store's segments are the partition's chain, whose uploads have other boundaries than this
+broker's segments, and may overlap. What is restored is then the chain's pieces
+(tiering.cluster.chain), cut at the first local offset, newest first: each piece becomes one
+segment file named for its first offset, holding exactly the batches of its offsets from the
+upload that serves them (the newer leader epoch's copy). A piece that is a whole upload is
+restored with all its files, as in single mode; a piece cut from an upload (its head served by
+another upload, or its tail by a newer one or by the local log) is restored as its `.log`
+alone, cut at batch boundaries (piece boundaries are batch boundaries in every replica's copy
+below the high watermark), and without index files or producer snapshot, which would describe
+the whole upload: the broker rebuilds a segment's missing indexes when it loads the log
+(LogLoader: no offset index -> recoverSegment), as it does after an unclean shutdown. So the
+result is a log Kafka loads: segments in offset order, no offset twice, no gap.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ from typing import Iterable, Sequence
 from tiering.kafka.checkpoints import EpochEntry
 from tiering.kafka.logdir import LocalPartition
 from tiering.kafka.names import segment_file_name
+from tiering.read.remote_chain import RemoteChain
 from tiering.store.manifest import ObjectEntry, SegmentManifest
 
 # Remote object kind -> local file extension. The leader-epoch object is not a file of the
@@ -33,10 +48,16 @@ class RestoreFile:
 class SegmentRestore:
     manifest: SegmentManifest
     files: tuple[RestoreFile, ...]       # the .log last
+    # A chain piece cut from its upload: the offsets first..last of it (None: the whole upload)
+    cut: tuple[int, int] | None = None
 
     @property
     def base_offset(self) -> int:
-        return self.manifest.base_offset
+        return self.manifest.base_offset if self.cut is None else self.cut[0]
+
+    @property
+    def end_offset(self) -> int:
+        return self.manifest.end_offset if self.cut is None else self.cut[1]
 
     @property
     def bytes(self) -> int:
@@ -121,6 +142,9 @@ def plan_partition(local: LocalPartition, manifests: Iterable[SegmentManifest],
     if local_first is None:
         return plan(refused="the partition directory holds no segment (not even the active one); "
                             "start the broker once so it creates it, stop it, then rerun")
+    manifests = list(manifests)
+    if _is_cluster_chain(manifests):
+        return _plan_chain(local, manifests, local_first, plan, duplicates)
     by_base: dict[int, SegmentManifest] = {}
     for manifest in manifests:
         known = by_base.get(manifest.base_offset)
@@ -152,6 +176,46 @@ def plan_partition(local: LocalPartition, manifests: Iterable[SegmentManifest],
         chain.append(SegmentRestore(manifest, restore_files(manifest)))
         expected_end = manifest.base_offset - 1
     return plan(tuple(chain), copies, left=left)
+
+
+def _is_cluster_chain(manifests: list[SegmentManifest]) -> bool:
+    """Uploads by more than one broker, or under leader epochs: a cluster's chain."""
+    return len({m.broker_id for m in manifests}) > 1 or any(m.leader_epoch is not None for m in manifests)
+
+
+def _plan_chain(local: LocalPartition, manifests: list[SegmentManifest], local_first: int, plan,
+                duplicates: list[SegmentManifest]) -> PartitionPlan:
+    """The chain's pieces below the first local offset, newest first, down to the first gap."""
+    chain = RemoteChain.of((_key(m), m) for m in manifests)
+    duplicates += [chain.manifests[link.manifest_key] for link in chain.shadowed()]
+    copies = tuple(m for m in manifests if m.base_offset >= local_first and _key(m) not in
+                   {link.manifest_key for link in chain.shadowed()})
+    pieces = list(chain.chain.pieces_within(0, local_first - 1)) if local_first > 0 else []
+    restore: list[SegmentRestore] = []
+    expected_end = local_first - 1
+    left = None
+    for piece in reversed(pieces):
+        manifest = chain.manifests[piece.link.manifest_key]
+        if piece.last != expected_end:
+            below = sum(1 for p in pieces if p.last < piece.first)
+            left = (f"offsets {piece.last + 1}..{expected_end} are in neither tier; the {below + 1} piece(s) of "
+                    f"the chain below offset {piece.last + 1} stay in the store (a restored log must not have "
+                    "a gap)")
+            break
+        whole = piece.first == manifest.base_offset and piece.last == manifest.end_offset
+        if whole:
+            restore.append(SegmentRestore(manifest, restore_files(manifest)))
+        else:
+            log = manifest.object("log")
+            assert log is not None   # parse_manifest guarantees a log object
+            restore.append(SegmentRestore(manifest, (RestoreFile(segment_file_name(piece.first, "log"), log),),
+                                          (piece.first, piece.last)))
+        expected_end = piece.first - 1
+    return plan(tuple(restore), copies, left=left)
+
+
+def _key(manifest: SegmentManifest) -> str:
+    return f"{manifest.base_offset:020d}-{manifest.uid}"
 
 
 def merge_leader_epochs(current: Sequence[EpochEntry], manifests: Iterable[SegmentManifest]) -> tuple[EpochEntry, ...]:

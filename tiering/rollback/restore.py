@@ -8,6 +8,12 @@ in between, so a segment's `.log` is never visible before its indexes and no fil
 visible half-written. A file already in place with the manifest's size and checksum (an
 interrupted run got that far) is kept, not downloaded again. Segments go newest first, so
 what is restored always joins the local log without a gap, wherever a run stops.
+
+A chain piece cut from an upload (tiering.rollback.plan) is downloaded whole and checked
+against its manifest like any other, then cut to the batches of its offsets under its
+temporary name (a piece boundary that falls inside a batch refuses the piece: the copies
+disagree there) and checked again as Kafka batches of exactly those offsets before it is
+renamed into place.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from tiering.errors import TieringError
 from tiering.files import (LOCAL_DISK_ERRNOS, NotRegularFile, create_fresh, drop_cached_pages_fd, fd_crc32c,
                            file_crc32c, file_kind, give_to_owner, open_dir, read_regular_text, replace_file,
                            same_file, unlink_name)
-from tiering.kafka.batches import CorruptSegment, scan_segment
+from tiering.kafka.batches import HEADER_SIZE, BatchHeader, CorruptSegment, parse_header, scan_segment
 from tiering.kafka.checkpoints import (CheckpointError, EpochEntry, TopicPartition, format_leader_epoch_checkpoint,
                                        parse_leader_epoch_checkpoint, parse_offset_checkpoint,
                                        rewrite_offset_checkpoint)
@@ -52,6 +58,7 @@ class _Failed(Exception):
 class PartitionResult:
     plan: PartitionPlan
     restored: list[SegmentManifest] = field(default_factory=list)   # this run, verified and in place
+    restored_from: list[int] = field(default_factory=list)   # the first offset of each (a cut piece's own)
     bytes_written: int = 0
     files_kept: int = 0            # already in place and verified: not downloaded again
     failure: str | None = None     # one line for the operator
@@ -61,8 +68,8 @@ class PartitionResult:
     @property
     def first_offset(self) -> int | None:
         """The first offset on disk now."""
-        if self.restored:
-            return min(m.base_offset for m in self.restored)
+        if self.restored_from:
+            return min(self.restored_from)
         return self.plan.local_first
 
 
@@ -88,6 +95,7 @@ class PartitionRestorer:
                     raise _Stopped()
                 self._segment(directory, plan.path, segment, result)
                 result.restored.append(segment.manifest)
+                result.restored_from.append(segment.base_offset)
                 self.progress.segment_done()
                 log.info("segment restored", base_offset=segment.base_offset, end_offset=segment.manifest.end_offset,
                          bytes=segment.bytes)
@@ -160,7 +168,13 @@ class PartitionRestorer:
             found = fd_crc32c(fd)
             if found == (entry.size, entry.crc32c):
                 if entry.kind == "log":
-                    _walk_batches(temporary.target, shown, entry, segment)
+                    manifest = segment.manifest
+                    _walk_batches(temporary.target, shown, entry, segment, entry.size, manifest.base_offset,
+                                  manifest.end_offset + 1)
+                    if segment.cut is not None:
+                        size = _cut(temporary.target, shown, entry, segment)
+                        _walk_batches(temporary.target, shown, entry, segment, size, segment.cut[0],
+                                      segment.cut[1] + 1)
                 return
             self.progress.add(-written)
             self.log.warning("restored file does not match its manifest; downloading it again",
@@ -216,17 +230,66 @@ class _Temporary:
         self.close()
 
 
-def _walk_batches(target: BinaryIO, shown: Path, entry: ObjectEntry, segment: SegmentRestore) -> None:
+def _walk_batches(target: BinaryIO, shown: Path, entry: ObjectEntry, segment: SegmentRestore, size: int,
+                  base_offset: int, next_offset: int) -> None:
     """A .log must be Kafka batches, whatever its checksum says: the manifest is the store's
     word, and a hostile or broken one can vouch for any bytes. The broker would take a bad
     .log for a corrupt log dir at start-up, so it is refused before it gets a real name."""
     target.seek(0)
     try:
-        scan_segment(target, entry.size, segment.base_offset, segment.manifest.end_offset + 1)
+        scan_segment(target, size, base_offset, next_offset)
     except CorruptSegment as exc:
         raise _Failed(f"{shown}: the bytes of {entry.key} match its manifest's CRC-32C but are not valid Kafka "
-                      f"batches ({exc}); nothing was put in place; segment {segment.base_offset} and the older "
-                      "ones stay in the store (run 'tiering verify')") from None
+                      f"batches of offsets {base_offset}..{next_offset - 1} ({exc}); nothing was put in place; "
+                      f"segment {segment.base_offset} and the older ones stay in the store (run 'tiering "
+                      "verify')") from None
+
+
+_CUT_BLOCK = 1 << 20
+
+
+def _cut(target: BinaryIO, shown: Path, entry: ObjectEntry, segment: SegmentRestore) -> int:
+    """Keep only the batches of the piece's offsets (moved to the start of the file); returns
+    the new size. Written in place under the temporary name, fsynced before it is renamed."""
+    assert segment.cut is not None
+    first, last = segment.cut
+    start = stop = None
+    position = 0
+    while position < entry.size:
+        target.seek(position)
+        header = parse_header(target.read(HEADER_SIZE))
+        if start is None and header.last_offset >= first:
+            if header.base_offset != first:
+                raise _Failed(_inside(shown, entry, segment, first, header))
+            start = position
+        if header.base_offset > last:
+            stop = position
+            break
+        if header.base_offset <= last < header.last_offset:
+            raise _Failed(_inside(shown, entry, segment, last + 1, header))
+        position += header.size
+    stop = entry.size if stop is None else stop
+    if start is None:
+        raise _Failed(f"{shown}: {entry.key} holds no batch of offsets {first}..{last}; segment {first} and the "
+                      "older ones stay in the store (run 'tiering verify')")
+    if start:
+        read, write = start, 0
+        while read < stop:
+            target.seek(read)
+            block = target.read(min(_CUT_BLOCK, stop - read))
+            target.seek(write)
+            target.write(block)
+            read, write = read + len(block), write + len(block)
+    target.truncate(stop - start)
+    target.flush()
+    os.fsync(target.fileno())
+    return stop - start
+
+
+def _inside(shown: Path, entry: ObjectEntry, segment: SegmentRestore, offset: int, header: BatchHeader) -> str:
+    return (f"{shown}: offset {offset}, where the chain passes from one upload to another, is inside the batch "
+            f"{header.base_offset}..{header.last_offset} of {entry.key} (the brokers' copies disagree there); "
+            f"segment {segment.base_offset} and the older ones stay in the store (run 'tiering verify')")
 
 
 def _in_place(directory: int, path: Path, file: RestoreFile) -> bool:

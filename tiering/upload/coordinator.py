@@ -265,8 +265,8 @@ class UploadCoordinator:
         now = self.clock.monotonic()
         for sid in [sid for sid, until in self._held.items() if until <= now]:
             del self._held[sid]
-        return frozenset(sid for sid in self._held if (sid.topic, sid.partition) == (partition.topic, partition.partition)
-                         and sid.topic_id == partition.topic_id)
+        key = _partition_key(partition)
+        return frozenset(sid for sid in self._held if _partition_key_of(sid) == key)
 
     def _not_led(self, partition: LocalPartition, decision: GateDecision, inputs: tuple) -> Offered:
         """Cluster mode, a partition this broker does not lead (or cannot tell): nothing of it
@@ -348,6 +348,11 @@ class UploadCoordinator:
             return True
         record = self.journal.get(sid)
         if record is None or record.state not in (SegmentState.UPLOADED, SegmentState.EXPIRED):
+            return False
+        if self.gate is not None and record.state is SegmentState.UPLOADED and record.end_offset != segment.end_offset:
+            # Cluster mode: a journal rebuilt from the store holds every broker's uploads, and
+            # another broker's segment may start at this base offset yet end elsewhere (replicas
+            # roll apart): it is not this segment. The chain decides what this one adds.
             return False
         if record.state is SegmentState.EXPIRED and not record.describes(segment.end_offset, segment.size):
             return False
@@ -477,8 +482,8 @@ class UploadCoordinator:
         if breaker is not None:
             self._breakers[pending.partition] = breaker.started(now)
         if self.gate is not None and self.gate.claims:
-            future = self._pool.submit(claimed_offload, self.gate, target.keys.claim_key, target, self.store, self.clock.now_ms,
-                                       previous)
+            future = self._pool.submit(claimed_offload, self.gate, target.keys.claim_key, target, self.store,
+                                       self.clock.now_ms, previous)
         else:
             future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms, previous)
         self._in_flight[future] = (pending, target)
