@@ -90,6 +90,16 @@ def test_steady_state_stores_one_copy_uploaded_by_each_partitions_leader(cluster
         ratio = sum(s.log_size for s in segments) / rolled_log_bytes(leader_dir, topic, partition, end + 1)
         assert ratio <= 1.05, f"{topic}-{partition}: store bytes / one replica's rolled bytes = {ratio:.3f}"
 
+    # status on every sidecar: its role, the chain and who uploaded it, why a follower does not upload.
+    for node, sidecar in sidecars.items():
+        rows = {r["partition"]: r for r in sidecar.status()["partitions"] if r["topic"] == topic}
+        for partition, state in states.items():
+            cluster_row = rows[partition]["cluster"]
+            assert rows[partition]["mode"] == "cluster"
+            assert cluster_row["role"] == ("leader" if node == state.leader else "follower"), cluster_row
+            assert (cluster_row["not_uploading"] is None) == (node == state.leader), cluster_row
+            assert cluster_row["chain"]["uploaders"] == [state.leader] and cluster_row["chain"]["gaps"] == []
+
 
 def chain_reaches(s3, topic: str, end: int) -> bool:
     facts = chain_facts(stored_segments(s3, topic, 0))
