@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from tiering.clock import Clock
 from tiering.cluster.gate import open_gate
+from tiering.cluster.leadership import LeadershipView
 from tiering.cluster.leadership import LeadershipSource
 from tiering.config import Config, load_config
 from tiering.errors import ConfigError
@@ -351,12 +352,15 @@ class Daemon:
             return
         partitions = tuple(sorted(self.inventory.partitions.values(), key=lambda p: (p.topic, p.partition)))
         scan = LogDirScan(tuple(self.inventory.states.values()), partitions, ())
-        args = (self.config, scan, self.journal.all(), self._disabled, self._configs)
+        # This broker's roles as of now, taken on the loop thread that owns the gate (cluster
+        # mode; None in single mode): the pass decides who deletes what by them.
+        leadership = self.gate.view() if self.gate is not None else None
+        args = (self.config, scan, self.journal.all(), self._disabled, self._configs, leadership)
         self._retainer = threading.Thread(target=self._retain, args=args, name="retention", daemon=True)
         self._retainer.start()
 
     def _retain(self, config: Config, scan: LogDirScan, records: list, disabled: frozenset[str],
-                previous: TopicConfigs) -> None:
+                previous: TopicConfigs, leadership: LeadershipView | None = None) -> None:
         try:
             configs = previous
             if config.kafka.bootstrap_servers:
@@ -365,7 +369,7 @@ class Daemon:
                 topics = {p.topic for p in scan.partitions} | {r.id.topic for r in records}
                 configs = read_configs(config, self._config_source, topics, previous, self.clock.now_ms(), self.log)
                 self._configs_read = configs
-            report = self.retention.run(config, scan, records, disabled, configs)
+            report = self.retention.run(config, scan, records, disabled, configs, leadership)
         except Exception as exc:   # a bug must not kill retention for good; the loop goes on
             self.log.exception("retention pass failed", error=str(exc))
             return

@@ -44,19 +44,20 @@ class StaticConfigs:
 
 
 class Node:
-    def __init__(self, root, endpoint, broker_id, segment_bytes, claims="auto"):
+    def __init__(self, root, endpoint, broker_id, segment_bytes, claims="auto", retention=None, prefix=PREFIX):
         self.broker_id = broker_id
         self.sim = SimulatedBroker(root / f"logs-{broker_id}", broker_id=broker_id, segment_bytes=segment_bytes,
                                    seed=7, clock_ms=lambda: 1_700_000_000_000)
         self.sim.create_topic(TOPIC, 2, topic_id=TOPIC_ID)
         self.config = parse_config({
             "kafka": {"log_dirs": [str(self.sim.log_dir)], "bootstrap_servers": "127.0.0.1:9"},
-            "store": {"bucket": BUCKET, "prefix": PREFIX, "endpoint_url": endpoint, "region": "us-east-1",
+            "store": {"bucket": BUCKET, "prefix": prefix, "endpoint_url": endpoint, "region": "us-east-1",
                       "addressing_style": "path"},
             "upload": {"concurrency": 2},
             "state": {"dir": str(root / f"state-{broker_id}")},
             "cluster": {"claims": claims},
-            "retention": {"retention_ms": -1},     # the records are old: nothing expires here
+            # the records are old: nothing expires here unless a test says otherwise
+            "retention": retention or {"retention_ms": -1},
         })
         self.leadership = StaticLeadership()
         self.store = open_store(self.config)
@@ -82,8 +83,9 @@ class Node:
 def nodes(tmp_path, s3, s3_endpoint):
     made: dict[int, Node] = {}
 
-    def make(broker_id, segment_bytes=None, claims="auto"):
-        made[broker_id] = Node(tmp_path, s3_endpoint, broker_id, segment_bytes or SEGMENT_BYTES[broker_id], claims)
+    def make(broker_id, segment_bytes=None, claims="auto", retention=None, prefix=PREFIX):
+        made[broker_id] = Node(tmp_path, s3_endpoint, broker_id, segment_bytes or SEGMENT_BYTES[broker_id], claims,
+                               retention, prefix)
         return made[broker_id]
     yield make
     for node in made.values():
@@ -264,3 +266,59 @@ def test_another_brokers_upload_under_the_same_base_offset_is_not_this_segment(n
     uploaded = node.run_pass().uploaded
     assert first.base_offset in {m.base_offset for m in uploaded if m.partition == 0}
     assert chain_of(node, 0).gaps() == () and chain_of(node, 0).start == first.base_offset
+
+
+def test_a_pass_on_each_broker_trims_every_replica_by_the_chain_and_only_the_leader_expires_the_store(nodes, s3):
+    """`run --once`'s pass end to end in cluster mode: the journal, the gate's roles and the
+    chain reach retention. Local retention 0 and total retention 1 ms: every rolled segment is
+    past both, so only who may delete what decides the outcome."""
+    expire = {"local_retention_ms": 0, "retention_ms": 1}
+    leader, follower = nodes(1, retention=expire), nodes(2, retention=expire)
+    for node in (leader, follower):
+        node.produce(300)
+    lead((leader, follower), 0, 1, 3)
+    lead((leader, follower), 1, 1, 3)
+    before = {n.broker_id: rolled(n) for n in (leader, follower)}
+    assert all(before.values())
+
+    # The follower first: nothing of the chain exists yet, so it deletes nothing, uploads nothing.
+    first = follower.run_pass()
+    assert first.ok and first.uploaded == () and first.retention.count("local") == 0
+    assert rolled(follower) == before[2]
+    # The leader uploads everything and its pass expires them from the store again (1 ms):
+    # its local copies go too (past local retention and remote), as a single broker's would.
+    uploaded = leader.run_pass()
+    assert uploaded.ok and {m.partition for m in uploaded.uploaded} == {0, 1}
+    assert uploaded.retention.count("remote") == len(uploaded.uploaded)
+    assert not manifests(s3, 0) and not manifests(s3, 1)
+
+    # With total retention off, a second deployment (its own prefix): the follower's pass now
+    # finds its segments covered by the leader's uploads and deletes them locally; the store
+    # keeps them.
+    keep = {"local_retention_ms": 0, "retention_ms": -1}
+    leader2 = nodes(3, retention=keep, prefix=PREFIX + "second/")
+    follower2 = nodes(4, segment_bytes=20 * 1024, retention=keep, prefix=PREFIX + "second/")
+    for node in (leader2, follower2):
+        node.produce(300)
+    lead((leader2, follower2), 0, 3, 7)
+    lead((leader2, follower2), 1, 3, 7)
+    kept = leader2.run_pass()
+    assert kept.ok and kept.uploaded and kept.retention.count("remote") == 0
+    stored = {p: manifests(s3, p) for p in (0, 1)}
+    assert stored[0] and stored[1]
+    segments = {(p.partition, s.base_offset): s for p in scan_log_dirs([follower2.sim.log_dir]).partitions
+                for s in p.segments if s.end_offset is not None}
+    chains = {p: chain_of(leader2, p) for p in (0, 1)}
+    expected_gone = {k for k, s in segments.items() if chains[k[0]].covers(s.base_offset, s.end_offset)}
+    assert expected_gone and expected_gone != set(segments)    # the follower rolls at other offsets
+    trimmed = follower2.run_pass()
+    assert trimmed.ok and trimmed.uploaded == ()
+    assert trimmed.retention.count("local") == len(expected_gone)
+    assert rolled(follower2) == set(segments) - expected_gone
+    assert {p: manifests(s3, p) for p in (0, 1)} == stored     # the follower expired nothing remote
+
+
+def rolled(node) -> set[tuple[int, int]]:
+    """(partition, base offset) of every rolled segment on the node's disk."""
+    return {(p.partition, s.base_offset) for p in scan_log_dirs([node.sim.log_dir]).partitions
+            for s in p.segments if s.end_offset is not None}

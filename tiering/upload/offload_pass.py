@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 from tiering.clock import Clock
 from tiering.cluster.gate import open_gate
-from tiering.cluster.leadership import LeadershipSource
+from tiering.cluster.identity import broker_identity
+from tiering.cluster.leadership import LeadershipSource, LeadershipView
 from tiering.config import Config
 from tiering.journal import Journal, SegmentId, read_disabled_topics
 from tiering.kafka.eligibility import TopicFilter
@@ -54,13 +55,28 @@ class PassReport:
         return not (self.failures or self.anomalies or self.fatal or self.retention.failures or self.config_error)
 
 
+_UNKNOWN = object()   # cluster mode, broker id not known yet
+
+
 def prepare_journal(config: Config, store: ObjectStore, journal: Journal, clock: Clock, log: Any) -> list[RemoteProblem]:
     """Make the journal trustworthy before uploading: rebuild it from the store when it is new,
     and settle uploads a crash interrupted (aborting their multipart uploads at once)."""
     problems: list[RemoteProblem] = []
     if journal.get_meta(STORE_SYNCED) is None:
-        count, problems = rebuild_journal(journal, store, config.store.layout, clock)
-        log.info("journal rebuilt from the store", manifests=count, problems=len(problems))
+        own_broker = None
+        if config.cluster_mode:
+            # In a cluster the journal holds this broker's uploads only (the chain holds every
+            # broker's); without a broker id it cannot tell them apart, so the rebuild waits.
+            identity = broker_identity(config.kafka.log_dirs)
+            if identity.broker_id is None:
+                log.warning("journal rebuild waits for this broker's id", reason=identity.problem)
+                own_broker = _UNKNOWN
+            else:
+                own_broker = identity.broker_id
+        if own_broker is not _UNKNOWN:
+            count, problems = rebuild_journal(journal, store, config.store.layout, clock, own_broker=own_broker)
+            log.info("journal rebuilt from the store", manifests=count, problems=len(problems),
+                     broker_id=own_broker)
 
     def root_of(segment: SegmentId) -> str:
         return PartitionPath(config.store.prefix, segment.topic, segment.topic_id, segment.partition,
@@ -118,11 +134,13 @@ class Offloader:
             coordinator.drain()
         finally:
             coordinator.shutdown(0)
+            # Retention goes by this broker's role as the pass saw it (cluster mode).
+            leadership = gate.view() if gate is not None else None
             if gate is not None:
                 gate.close()
         retention = RetentionReport()
         if coordinator.fatal is None:
-            retention = self._retention(disabled, configs)
+            retention = self._retention(disabled, configs, leadership)
         report = PassReport(tuple(coordinator.uploaded), tuple(coordinator.failures), scan.anomalies,
                             tuple(remote_problems), ineligible, already, coordinator.fatal,
                             self.clock.monotonic() - started, retention, configs.error, not_led)
@@ -150,13 +168,14 @@ class Offloader:
         remember(self.journal, configs)
         return configs
 
-    def _retention(self, disabled: frozenset[str], configs: TopicConfigs = TopicConfigs()) -> RetentionReport:
+    def _retention(self, disabled: frozenset[str], configs: TopicConfigs = TopicConfigs(),
+                   leadership: LeadershipView | None = None) -> RetentionReport:
         """Retention after the uploads, on a fresh scan (uploads made more segments deletable)."""
         runner = RetentionRunner(self.store, self.log, self.clock.now_ms, deleter_factory=self.deleter_factory,
                                  disabled_now=lambda: read_disabled_topics(self.config.state.dir))
         try:
             report = runner.run(self.config, scan_log_dirs(self.config.kafka.log_dirs), self.journal.all(), disabled,
-                                configs)
+                                configs, leadership)
         finally:
             runner.close()
         record_report(self.journal, report, self.clock.now_ms())
