@@ -83,9 +83,6 @@ def test_the_leaders_delete_records_trims_every_replica_and_nothing_is_lost(clus
         assert_every_record_once(sidecar, topic, sent)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: with the cluster down, a follower's sidecar whose earlier run "
-                                       "came before the leader's upload unlinks nothing the chain covers "
-                                       "(deleted_local 0); one whose earlier run saw the chain trims its replica")
 def test_unlink_on_stopped_brokers_and_a_lost_cluster_upload_nothing_new_then_recover(cluster, s3, sidecars_for):
     topic = "cunl"
     state = create_replicated_topic(cluster, topic)[0]
