@@ -8,7 +8,8 @@ import sys
 
 BENCHMARKS = {"upload": "bench.upload", "ratelimit": "bench.ratelimit", "latency": "bench.latency",
               "scale": "bench.scale", "read": "bench.read",
-              "rollback": "bench.rollback", "pagecache": "bench.pagecache", "soak": "bench.soak"}
+              "rollback": "bench.rollback", "pagecache": "bench.pagecache", "soak": "bench.soak",
+              "cluster": "bench.cluster"}
 
 
 def main() -> int:

@@ -20,9 +20,13 @@ import pytest
 
 from tests.conftest import Env
 from tiering.realkafka.broker import Broker, BrokerError
+from tiering.realkafka.cluster import Cluster
 from tiering.realkafka.fetch import FetchError, fetch, is_fetched, kafka_version
 
 _BROKERS: list[Broker] = []
+_CLUSTERS: list[Cluster] = []
+# How long each cluster start took (seconds), for the report at the end of the session.
+CLUSTER_STARTS: list[float] = []
 
 
 def _unavailable(reason: str):
@@ -66,6 +70,46 @@ def kafka_broker(tmp_path_factory, kafka_libs):
         broker.kill()
 
 
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory, kafka_libs) -> Cluster:
+    """Three KRaft nodes (broker + controller each, a 3-voter quorum) for one test module:
+    default RF=3, min.insync.replicas=2, automatic leader rebalancing off. Tests make their own
+    topics; a test that kills a node starts it again before it ends."""
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), kafka_libs)
+    _CLUSTERS.append(cluster)
+    try:
+        CLUSTER_STARTS.append(cluster.start())
+    except BrokerError as e:
+        pytest.fail(f"the 3-node cluster did not start: {e}", pytrace=False)
+    yield cluster
+    # The dirs are the test's own: no need for a controlled shutdown of each node.
+    cluster.kill_all()
+
+
+@pytest.fixture
+def cluster(kafka_cluster) -> Cluster:
+    """The module's cluster for one test: a node the test left killed is started again after it."""
+    yield kafka_cluster
+    kafka_cluster.revive()
+
+
+@pytest.fixture
+def sidecars_for(cluster, s3, s3_endpoint, tmp_path):
+    """`sidecars_for(topics, **options)`: three sidecars on the cluster (tests/realkafka/sidecars.py);
+    their daemons are killed after the test whatever its outcome."""
+    from tests.realkafka.sidecars import make_sidecars
+    made = []
+
+    def make(topics, **options):
+        group = make_sidecars(cluster, tmp_path, s3_endpoint, topics, **options)
+        made.append(group)
+        return group
+    yield make
+    for group in made:
+        for sidecar in group.values():
+            sidecar.kill()
+
+
 @pytest.fixture
 def kenv(tmp_path, s3, s3_endpoint, kafka_broker) -> Env:
     """The sidecar's Env on the shared broker's log dir (its state and config in this test's dir)."""
@@ -79,6 +123,9 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for broker in _BROKERS:
             report.sections.append((f"broker log ({broker.workdir})", broker.tail(60)))
+        for cluster in _CLUSTERS:
+            if cluster.running():
+                report.sections.append((f"cluster logs ({cluster.workdir})", cluster.tail(25)))
 
 
 def pytest_sessionfinish(session):
@@ -86,3 +133,7 @@ def pytest_sessionfinish(session):
     for broker in _BROKERS:
         if broker.running():
             broker.kill()
+    for cluster in _CLUSTERS:
+        cluster.kill_all()
+    if CLUSTER_STARTS:
+        print(f"\n3-node cluster starts: {', '.join(f'{s:.1f}s' for s in CLUSTER_STARTS)}")

@@ -63,6 +63,10 @@ class Broker:
     extra_props: dict[str, str] = field(default_factory=dict)
     port: int = 0
     controller_port: int = 0
+    # A member of a cluster shares the cluster id and the static quorum ("1@host:port,...");
+    # alone, the node is its own single voter with a fresh cluster id.
+    cluster_id: str | None = None
+    quorum_voters: str | None = None
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
@@ -85,7 +89,7 @@ class Broker:
         props = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
-            "controller.quorum.voters": f"{self.node_id}@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": self.quorum_voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -137,7 +141,7 @@ class Broker:
         """Format the storage (once: a formatted dir keeps its meta.properties)."""
         if (self.metadata_dir / "meta.properties").exists():
             return
-        cluster_id = _cluster_id()
+        cluster_id = self.cluster_id or _cluster_id()
         proc = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={self.props_path}"),
             capture_output=True, text=True, timeout=120)
@@ -146,10 +150,18 @@ class Broker:
                               f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
 
     def start(self, timeout: float = 90) -> None:
+        self.launch()
+        self.wait_started(timeout)
+
+    def launch(self) -> None:
+        """Format if needed and start the JVM, without waiting (a cluster's nodes start together:
+        none of them serves before the quorum has a leader)."""
         self.format()
         with open(self.workdir / "broker.stdout", "ab") as out:
             self.proc = subprocess.Popen(self._java("kafka.Kafka", str(self.props_path)),
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_started(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
