@@ -140,3 +140,18 @@ def events(stdout: str) -> list[dict]:
     """The JSON log events a non-TTY run printed (one object per line)."""
     import json
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+# The fault suite's reports (tests/faults/conftest.py). Here, in the root conftest, because
+# under pytest-xdist only the controller prints the summary and it loads only this conftest.
+FAULT_REPORT_KEY = "fault_report"
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = [value for outcome in ("passed", "failed", "error") for report in terminalreporter.stats.get(outcome, [])
+             if getattr(report, "when", None) == "call"
+             for key, value in getattr(report, "user_properties", ()) if key == FAULT_REPORT_KEY]
+    if lines:
+        terminalreporter.section("fault suite: what each fault class did")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
+from tests.conftest import FAULT_REPORT_KEY
+
 # Every random choice of the suite (kill moments, faults, what the broker writes) comes from
 # this seed; TIERING_FAULT_SEED replays another run's.
 DEFAULT_SEED = 20261122
-
-_REPORTS: list[tuple[str, dict]] = []
 
 
 @pytest.fixture
@@ -26,14 +26,11 @@ def seed() -> int:
 
 @pytest.fixture
 def fault_report(request):
-    """Call with a fault class and its numbers; they are printed in the run's summary."""
+    """Call with a fault class and its numbers; they are printed in the run's summary.
+
+    They travel on the test's report (user_properties), which pytest-xdist sends from the
+    worker that ran the test to the process that prints the summary."""
     def report(fault_class: str, **numbers) -> None:
-        _REPORTS.append((f"{fault_class} [{request.node.name}]", numbers))
+        line = f"{fault_class} [{request.node.name}]: " + ", ".join(f"{k}={v}" for k, v in numbers.items())
+        request.node.user_properties.append((FAULT_REPORT_KEY, line))
     return report
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _REPORTS:
-        terminalreporter.section("fault suite: what each fault class did")
-        for name, numbers in _REPORTS:
-            terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))

@@ -56,7 +56,15 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(env, s3, 
     seen: Counter[str] = Counter()      # what the killed daemons logged, by event
     for kill in range(kills):
         daemon = DaemonProcess(config, tmp_path, None)
-        moment = rng.uniform(0.3, 3.0)      # from the spawn: in start-up, recovery, uploads, retention
+        # The moment counts from the daemon's first log line ("tiering started", before its
+        # recovery), not from the spawn: on a loaded machine the interpreter's imports alone can
+        # outlast the whole range, and a kill during imports tests nothing.
+        spawned = time.monotonic()
+        while not daemon.stdout_path.stat().st_size and daemon.proc.poll() is None \
+                and time.monotonic() - spawned < 60:
+            produce_a_little()
+            time.sleep(rng.uniform(0.02, 0.12))
+        moment = rng.uniform(0.0, 2.7)      # in recovery, uploads, retention
         started = time.monotonic()
         while time.monotonic() - started < moment:
             produce_a_little()
