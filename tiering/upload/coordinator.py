@@ -28,6 +28,7 @@ from tiering.store.errors import StoreError
 from tiering.store.manifest import SegmentManifest
 from tiering.store.protocol import ObjectStore
 from tiering.upload.breaker import Breaker, BreakerPolicy
+from tiering.upload.buffers import PartBuffers
 from tiering.upload.pins import PinStore
 from tiering.upload.queue import Backlog, Pending, UploadQueue
 from tiering.upload.retry import RetryPolicy
@@ -127,6 +128,8 @@ class UploadCoordinator:
         self.uploaded: list[SegmentManifest] = []
         self.failures: list[SegmentFailure] = []
         self._pool = ThreadPoolExecutor(max_workers=config.upload.concurrency, thread_name_prefix="upload")
+        # One part buffer per upload slot: the .log is read once into it, walked, and sent.
+        self._part_buffers = PartBuffers(config.upload.concurrency, config.upload.part_size_bytes)
         self._in_flight: dict[Future, tuple[Pending, UploadTarget]] = {}
         self._in_flight_ids: set[SegmentId] = set()
         self._breakers: dict[Any, Breaker] = {}
@@ -390,7 +393,8 @@ class UploadCoordinator:
         breaker = self._breakers.get(pending.partition)
         if breaker is not None:
             self._breakers[pending.partition] = breaker.started(now)
-        future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms, previous)
+        future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms, previous,
+                                   self._part_buffers)
         self._in_flight[future] = (pending, target)
         self._in_flight_ids.add(candidate.id)
         future.add_done_callback(lambda _: self.on_done())
