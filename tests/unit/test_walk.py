@@ -122,3 +122,14 @@ def test_crc32c_combine_is_the_crc_of_the_concatenation(split):
     data = os.urandom(5000)
     first, second = data[:split], data[split:]
     assert crc32c_combine(crc32c.crc32c(first), crc32c.crc32c(second), len(second)) == crc32c.crc32c(data)
+
+
+def test_offsets_at_the_ends_of_int64_are_walked_as_exactly_as_the_old_walk():
+    top = 2**63 - 1
+    # the second batch's last offset (top + 1) is past int64: the old walk took it as it is
+    data = build_batch(top - 5, [(1, None, b"x", ())]) + build_batch(top, [(1, None, b"y", ())] * 2)
+    for bound in (None, top, top + 2):
+        for pieces in ([len(data)], [50], [len(data) // 2 + 3]):
+            assert walked(data, len(data), 0, bound, pieces) == oracle(data, len(data), 0, bound)
+    following = data + build_batch(7, [(1, None, b"z", ())])
+    assert walked(following, len(following), 0, None, [len(data), 100])[0] == "corrupt"

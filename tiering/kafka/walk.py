@@ -159,7 +159,7 @@ class SegmentWalker:
             return False
         last = base + delta
         previous_last = np.empty_like(last)
-        previous_last[0] = -_SAFE * 2 if self._last is None else max(self._last, -_SAFE * 2)
+        previous_last[0] = -_SAFE * 2 if self._last is None else _clamp(self._last)
         previous_last[1:] = last[:-1]
         epoch = records["epoch"].astype(np.int64)
         seen = np.where(epoch >= 0, epoch, -1)
