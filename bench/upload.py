@@ -136,8 +136,8 @@ def main(args) -> int:
         if rclone is not None:
             # rclone copy: the same concurrency (files at once), part size and multipart cutoff
             commands["rclone"] = ([rclone, "copy", "--config", "", "--transfers", str(CONCURRENCY),
-                                   "--s3-upload-concurrency", "1", "--s3-chunk-size", f"{PART_BYTES}",
-                                   "--s3-upload-cutoff", f"{PART_BYTES}", str(staging),
+                                   "--s3-upload-concurrency", "1", "--s3-chunk-size", f"{PART_BYTES >> 20}Mi",
+                                   "--s3-upload-cutoff", f"{PART_BYTES >> 20}Mi", str(staging),
                                    f":s3,provider=Other,endpoint='{endpoint}',access_key_id={env['AWS_ACCESS_KEY_ID']},"
                                    f"secret_access_key={env['AWS_SECRET_ACCESS_KEY']}:{BUCKET}/rclone/"], env, "rclone/")
         os.sync()  # the backlog's dirty pages are on disk before anything is timed
