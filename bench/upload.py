@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 
-from bench.daemon_env import BUCKET, ENV, Server, state_dir, write_config
+from bench.daemon_env import BUCKET, ENV, Server, self_signed_certificate, state_dir, write_config
 from bench.machine import describe, save_result
 from tiering.kafka.batches import scan_segment
 from tiering.kafka.eligibility import TopicFilter, plan_partition
@@ -47,6 +48,9 @@ ORDER = ("tiering", "aws-cli", "rclone", "rclone", "aws-cli", "tiering")
 def add_arguments(parser) -> None:
     parser.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
                         help="record batch size of the backlog (default 16 KiB, Kafka's batch.size)")
+    parser.add_argument("--https", action="store_true",
+                        help="serve HTTPS (moto with a self-signed certificate): botocore then does not "
+                             "sign the payload's SHA-256, as against a production store")
 
 
 def build_backlog(log_dir: Path, mib: int, batch_bytes: int = DEFAULT_BATCH_BYTES) -> list[Path]:
@@ -108,8 +112,11 @@ def remote_bytes(client, prefix: str) -> int:
 def main(args) -> int:
     mib = args.mib or 800  # comes out at >= 768 MiB of eligible segments (24 of 32 MiB)
     work = Path(tempfile.mkdtemp(prefix="tiering-bench-"))
-    server = Server()
-    endpoint, client, env = server.endpoint, server.client, ENV
+    tls = self_signed_certificate(work) if args.https else None
+    server = Server(tls)
+    endpoint, client = server.endpoint, server.client
+    env = {**ENV, "AWS_CA_BUNDLE": str(tls[0])} if tls else ENV
+    context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
     try:
         log_dir = work / "logs"
         files = build_backlog(log_dir, mib, args.batch_bytes)
@@ -136,6 +143,7 @@ def main(args) -> int:
         if rclone is not None:
             # rclone copy: the same concurrency (files at once), part size and multipart cutoff
             commands["rclone"] = ([rclone, "copy", "--config", "", "--transfers", str(CONCURRENCY),
+                                   *(["--ca-cert", str(tls[0])] if tls else []),
                                    "--s3-upload-concurrency", "1", "--s3-chunk-size", f"{PART_BYTES >> 20}Mi",
                                    "--s3-upload-cutoff", f"{PART_BYTES >> 20}Mi", str(staging),
                                    f":s3,provider=Other,endpoint='{endpoint}',access_key_id={env['AWS_ACCESS_KEY_ID']},"
@@ -147,7 +155,8 @@ def main(args) -> int:
         runs: dict[str, list[dict]] = {name: [] for name in commands}
         for name in (n for n in ORDER if n in commands):
             argv, run_env, prefix = commands[name]
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
+                                   context=context).read()
             client.create_bucket(Bucket=BUCKET)
             shutil.rmtree(state_dir(work, "tiering/"), ignore_errors=True)
             run = measure(argv, run_env)
@@ -159,7 +168,7 @@ def main(args) -> int:
 
     result = {"benchmark": "upload", "machine": describe(), "backlog_bytes": payload, "files": len(files),
               "batch_bytes": args.batch_bytes,
-              "concurrency": CONCURRENCY, "part_size_bytes": PART_BYTES, "server": "moto (server mode, loopback)",
+              "concurrency": CONCURRENCY, "part_size_bytes": PART_BYTES, "server": f"moto (server mode, loopback, {'HTTPS' if tls else 'HTTP'})",
               "integrity_walk_cpu_seconds_per_gb": walk / (payload / 1e9), "runs": {}}
     for name, measured in runs.items():
         result["runs"][name] = {
@@ -173,7 +182,7 @@ def main(args) -> int:
     m = result["machine"]
     print(f"upload benchmark: {payload / 2**20:.0f} MiB in {len(files)} files, batches of ~{args.batch_bytes} B, "
           f"concurrency {CONCURRENCY}, "
-          f"part {PART_BYTES // 2**20} MiB, moto server on loopback")
+          f"part {PART_BYTES // 2**20} MiB, moto server on loopback over {'HTTPS' if tls else 'HTTP'}")
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
           f"Linux {m['kernel']}, Python {m['python']}")
     print(f"better of 2 runs each (wall and CPU each), order {', '.join(n for n in ORDER if n in runs)}")
