@@ -122,7 +122,10 @@ def main(args) -> int:
         files = build_backlog(log_dir, mib, args.batch_bytes)
         payload = sum(f.stat().st_size for f in files)
         config = write_config(work, log_dir, endpoint, prefix="tiering/", port=None, concurrency=CONCURRENCY,
-                              extra=f"part_size_bytes = {PART_BYTES}")
+                              # only the upload is measured: the backlog's 2023 timestamps are past
+                              # the default total retention, which would delete what was uploaded
+                              extra=f"part_size_bytes = {PART_BYTES}\n[retention]\nretention_ms = -1\n"
+                                    'local_delete = "off"')
         staging = work / "staging"
         for f in files:
             target = staging / f.parent.name / f.name
@@ -161,6 +164,9 @@ def main(args) -> int:
             shutil.rmtree(state_dir(work, "tiering/"), ignore_errors=True)
             run = measure(argv, run_env)
             run["stored_bytes"] = remote_bytes(client, prefix)
+            if run["stored_bytes"] < payload:
+                raise SystemExit(f"bench: {name} left {run['stored_bytes']} bytes in the store, "
+                                 f"expected at least {payload}")
             runs[name].append(run)
     finally:
         server.close()

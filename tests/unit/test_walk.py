@@ -20,7 +20,7 @@ from tiering.kafka.batches import CorruptSegment
 from tiering.kafka.records import build_batch
 from tiering.kafka.walk import SegmentWalker
 
-WALK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+WALK = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def oracle(data: bytes, size: int, base: int, next_offset: int | None):
