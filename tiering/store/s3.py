@@ -48,10 +48,16 @@ _READ_PIECE = 1024 * 1024
 def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
     """An S3 client; credentials come from the standard AWS chain or store.credentials_file,
     never from our config."""
+    s3_options: dict[str, Any] = {"addressing_style": store.addressing_style}
+    if store.checksum == "crc32c" and (store.endpoint_url or "https:").startswith("https:"):
+        # Over TLS every body carries its CRC-32C for the store to check, so no SHA-256 of the
+        # payload is signed; botocore's implicit rule skips it only for a checksum it computed
+        # itself (it would hash every byte once more for ours), hence explicit.
+        s3_options["payload_signing_enabled"] = False
     config = BotoConfig(
         region_name=store.region,
         retries={"mode": "standard", "max_attempts": REQUEST_ATTEMPTS},
-        s3={"addressing_style": store.addressing_style},
+        s3=s3_options,
         connect_timeout=store.connect_timeout_ms / 1000,
         read_timeout=store.read_timeout_ms / 1000,
         max_pool_connections=pool_size,
