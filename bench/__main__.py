@@ -7,7 +7,7 @@ import importlib
 import sys
 
 BENCHMARKS = {"upload": "bench.upload", "ratelimit": "bench.ratelimit", "latency": "bench.latency",
-              "scale": "bench.scale", "read": "bench.read",
+              "scale": "bench.scale", "read": "bench.read", "walk": "bench.walk",
               "rollback": "bench.rollback", "pagecache": "bench.pagecache", "soak": "bench.soak",
               "cluster": "bench.cluster"}
 

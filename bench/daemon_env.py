@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,18 +21,29 @@ ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "ben
        "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def start_server_process() -> tuple[subprocess.Popen, str]:
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl), for an HTTPS round."""
+    cert, key = directory / "server.pem", directory / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def start_server_process(tls: tuple[Path, Path] | None = None) -> tuple[subprocess.Popen, str]:
     """moto's server in its own process: a forked child's ru_maxrss counts the parent's resident
     pages up to exec, so a server holding the uploaded bytes in this process would inflate the
-    peak RSS measured for every uploader."""
+    peak RSS measured for every uploader. `tls`: (certificate, key) to serve HTTPS."""
     port = free_port()
+    secure = ["-c", str(tls[0]), "-k", str(tls[1])] if tls else []
     process = subprocess.Popen([sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1",
-                                "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+                                "-p", str(port), *secure], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).read()
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1, context=context).read()
             return process, endpoint
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
@@ -41,10 +53,10 @@ def start_server_process() -> tuple[subprocess.Popen, str]:
 
 
 class Server:
-    def __init__(self) -> None:
-        self.process, self.endpoint = start_server_process()
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        self.process, self.endpoint = start_server_process(tls)
         self.client = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench-secret").client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1")
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1", verify=str(tls[0]) if tls else None)
         self.client.create_bucket(Bucket=BUCKET)
 
     def close(self) -> None:

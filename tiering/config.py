@@ -22,6 +22,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest multipart part (except the last
 MAX_PART_SIZE = 5 * 1024**3
 LOCAL_DELETE_MODES = ("unlink", "kafka-admin", "off")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
+# store.checksum: "crc32c" sends the walk's CRC-32C with every PUT and part for the store to
+# verify; "off" sends none (stores that reject checksum headers).
+CHECKSUM_MODES = ("crc32c", "off")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class StoreConfig:
     # in $CREDENTIALS_DIRECTORY), so the secret is not in the process's environment; None:
     # boto3's standard chain.
     credentials_file: Path | None = None
+    # Extension of design.md: the checksum sent with each upload for the store to verify
+    # (CHECKSUM_MODES).
+    checksum: str = "crc32c"
 
     @property
     def layout(self) -> KeyLayout:
@@ -239,7 +245,7 @@ class _Reader:
     def _store(self, t: Mapping[str, Any]) -> StoreConfig:
         self._unknown("store", t, {"bucket", "prefix", "endpoint_url", "region", "addressing_style",
                                    "storage_class", "hash_prefix", "connect_timeout_ms", "read_timeout_ms",
-                                   "allow_whole_bucket", "credentials_file"})
+                                   "allow_whole_bucket", "credentials_file", "checksum"})
         for secret in ("aws_access_key_id", "aws_secret_access_key", "access_key", "secret_key"):
             if secret in t:
                 self.problems.append(f"store.{secret}: credentials never go in this file; use an instance "
@@ -254,6 +260,9 @@ class _Reader:
         style = self._string("store", t, "addressing_style", "auto")
         if style not in ADDRESSING_STYLES:
             self.problems.append(f"store.addressing_style: must be one of {', '.join(ADDRESSING_STYLES)}, got {style!r}")
+        checksum = self._string("store", t, "checksum", "crc32c")
+        if checksum not in CHECKSUM_MODES:
+            self.problems.append(f"store.checksum: must be one of {', '.join(CHECKSUM_MODES)}, got {checksum!r}")
         return StoreConfig(
             bucket=bucket,
             prefix=prefix,
@@ -268,6 +277,7 @@ class _Reader:
                                            100, parse_duration_ms),
             allow_whole_bucket=self._bool("store", t, "allow_whole_bucket", False),
             credentials_file=self._path(credentials) if credentials else None,
+            checksum=checksum or "crc32c",
         )
 
     def _upload(self, t: Mapping[str, Any]) -> UploadConfig:

@@ -34,11 +34,11 @@ class FailingFor:
         self.marker = marker
         self.attempts = 0
 
-    def upload_files(self, items):
-        if any(self.marker in key for key, _ in items):
+    def upload_parts(self, key, size, parts, whole_crc):
+        if self.marker in key:
             self.attempts += 1
-            raise StoreError(ErrorClass.RETRYABLE, "upload", items[0][0], "connection reset", reason="network")
-        return self.store.upload_files(items)
+            raise StoreError(ErrorClass.RETRYABLE, "upload", key, "connection reset", reason="network")
+        return self.store.upload_parts(key, size, parts, whole_crc)
 
     def __getattr__(self, name):
         return getattr(self.store, name)

@@ -12,7 +12,6 @@ answer (`answer`) and read what was asked, in order (`calls`).
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Sequence
 
 from tiering.store.errors import ErrorClass, ObjectTooLarge, StoreError
@@ -34,10 +33,21 @@ class MemoryStore:
         self.calls.append((operation, key))
         self.answer(operation, key)
 
-    def upload_files(self, items: Sequence[tuple[str, Path]]) -> None:
-        for key, path in items:
-            self._call("upload", key)
-            self.objects[key] = Path(path).read_bytes()
+    def upload_parts(self, key: str, size: int, parts, whole_crc: Callable[[], int]) -> str:
+        """As the S3 adapter's: the parts are consumed in order (their buffers reused after
+        each), then the whole object's CRC-32C is asked for once; the object lands whole."""
+        self._call("upload", key)
+        body = b"".join(bytes(view) for view, _ in parts)
+        whole_crc()
+        self.objects[key] = body
+        return hashlib.md5(body).hexdigest()
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        self._call("put-if-absent", key)
+        if key in self.objects:
+            return False
+        self.objects[key] = bytes(data)
+        return True
 
     def put_bytes(self, key: str, data: bytes) -> str:
         self._call("put", key)

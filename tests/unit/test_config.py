@@ -220,3 +220,10 @@ def test_allow_whole_bucket_defaults_off_and_the_layout_follows_prefix_and_hash(
     assert (allowed.store.layout.prefix, allowed.store.layout.hash_prefix) == ("tiered/", True)
     assert problems(DESIGN_EXAMPLE.replace('prefix = "cluster-a/"', 'allow_whole_bucket = "yes"')) == [
         "store.allow_whole_bucket: must be true or false, got 'yes'"]
+
+
+def test_store_checksum_defaults_to_crc32c_and_takes_off_only():
+    base = '[kafka]\nlog_dirs = ["/k"]\n[state]\ndir = "/s"\n[store]\nbucket = "b"\nprefix = "p/"\n'
+    assert load(base).store.checksum == "crc32c"
+    assert load(base + 'checksum = "off"\n').store.checksum == "off"
+    assert problems(base + 'checksum = "md5"\n') == ["store.checksum: must be one of crc32c, off, got 'md5'"]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Protocol, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -25,8 +24,13 @@ class MultipartUpload:
 class ObjectStore(Protocol):
     """Every method raises tiering.store.errors.StoreError, already classified."""
 
-    def upload_files(self, items: Sequence[tuple[str, Path]]) -> None:
-        """Upload local files to keys, in parallel; returns when all are stored."""
+    def upload_parts(self, key: str, size: int, parts: Iterable[tuple[memoryview, int]],
+                     whole_crc: Callable[[], int]) -> str:
+        """Upload an object of `size` bytes from `parts` (each a view of the caller's buffer and
+        its CRC-32C, taken one after the other: a buffer may be reused once the next part is
+        asked for); `whole_crc()` is asked after the last part. One PUT or a multipart upload,
+        aborted on failure; what `parts` or `whole_crc` raise passes unchanged. Returns the
+        ETag the store answered (of a multipart upload, not always the one it lists)."""
 
     def put_bytes(self, key: str, data: bytes) -> str:
         """Store a small object in one request; returns its ETag. The store has checked the

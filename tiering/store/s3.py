@@ -6,27 +6,38 @@ a bounded request pool, one bandwidth limiter shared by every transfer of the ma
 aborting the multipart upload when a transfer fails. botocore's "standard" retry mode retries
 5xx, throttling, timeouts and resets with capped exponential backoff and jitter; botocore also
 sends a CRC32 checksum with each PUT and part, which the store verifies.
+
+Segment files go up through `upload_parts` instead: the caller reads each part once into a
+buffer of its own, walks it, and hands it here with its CRC-32C, which is sent as the part's
+(and the object's, `x-amz-checksum-crc32c`) checksum for the store to verify; botocore is told
+to compute none of its own (`request_checksum_calculation = when_required`), so the bytes are
+summed once, by the walk.
 """
 
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from concurrent.futures import CancelledError
-from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Sequence
+from itertools import chain
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+
+import crc32c
 
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
+from s3transfer.utils import signal_not_transferring, signal_transferring
 
 from tiering import __version__
 from tiering.config import StoreConfig, UploadConfig
-from tiering.files import LOCAL_DISK_ERRNOS
 from tiering.store.credentials import open_session
-from tiering.store.errors import ErrorClass, ObjectTooLarge, StoreError, classify, store_call
+from tiering.store.errors import ErrorClass, ObjectTooLarge, StoreError, store_call
+from tiering.checksums import crc32c_header
 from tiering.store.protocol import MultipartUpload, ObjectInfo
 from tiering.upload.ratelimit import Cancelled, RateLimiter
+from tiering.upload.segment import SMALL_OBJECT_CONCURRENCY
 
 REQUEST_ATTEMPTS = 5
 DOWNLOAD_PART_BYTES = 8 * 1024 * 1024
@@ -37,14 +48,23 @@ _READ_PIECE = 1024 * 1024
 def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
     """An S3 client; credentials come from the standard AWS chain or store.credentials_file,
     never from our config."""
+    s3_options: dict[str, Any] = {"addressing_style": store.addressing_style}
+    if store.checksum == "crc32c" and (store.endpoint_url or "https:").startswith("https:"):
+        # Over TLS every body carries its CRC-32C for the store to check, so no SHA-256 of the
+        # payload is signed; botocore's implicit rule skips it only for a checksum it computed
+        # itself (it would hash every byte once more for ours), hence explicit.
+        s3_options["payload_signing_enabled"] = False
     config = BotoConfig(
         region_name=store.region,
         retries={"mode": "standard", "max_attempts": REQUEST_ATTEMPTS},
-        s3={"addressing_style": store.addressing_style},
+        s3=s3_options,
         connect_timeout=store.connect_timeout_ms / 1000,
         read_timeout=store.read_timeout_ms / 1000,
         max_pool_connections=pool_size,
         user_agent_extra=f"tiering/{__version__}",
+        # Uploads carry the CRC-32C the walk computed (store.checksum = "crc32c") or none
+        # ("off"): botocore computes no checksum of its own over the same bytes.
+        request_checksum_calculation="when_required",
     )
     return open_session(store).client("s3", endpoint_url=store.endpoint_url, config=config)
 
@@ -81,10 +101,53 @@ class _Progress(BaseSubscriber):
         self._on_bytes(bytes_transferred)
 
 
+class _PartBody:
+    """A part's bytes as the request body botocore reads: views of the caller's buffer (no
+    copy), charged to the limiter as they go to the socket. botocore reads the body once more
+    to sign it over plain HTTP; s3transfer's request-created handlers (registered on the
+    client) switch charging off for that read, as for its own bodies."""
+
+    def __init__(self, view: memoryview, limiter: RateLimiter | None, cancelled: threading.Event):
+        self._view = view
+        self._position = 0
+        self._limiter = limiter
+        self._cancelled = cancelled
+        self._transferring = True
+
+    def read(self, amount: int | None = -1) -> memoryview:
+        if self._cancelled.is_set():
+            raise Cancelled()
+        end = len(self._view) if amount is None or amount < 0 else min(len(self._view), self._position + amount)
+        chunk = self._view[self._position:end]
+        self._position = end
+        if self._transferring and self._limiter is not None and len(chunk):
+            self._limiter.charge(len(chunk))
+        return chunk
+
+    def seek(self, position: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position, 2: len(self._view)}[whence]
+        self._position = max(0, min(len(self._view), base + position))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def signal_transferring(self) -> None:
+        self._transferring = True
+
+    def signal_not_transferring(self) -> None:
+        self._transferring = False
+
+
 class S3Store:
     def __init__(self, client: Any, bucket: str, upload: UploadConfig, storage_class: str = "STANDARD",
-                 limiter: RateLimiter | None = None):
+                 limiter: RateLimiter | None = None, checksum: str = "crc32c"):
         self.client = client
+        self.checksum = checksum
+        self._cancelled = threading.Event()
         self.bucket = bucket
         self.storage_class = storage_class
         self.limiter = limiter
@@ -95,23 +158,25 @@ class S3Store:
         self._futures: set[Any] = set()
         self._download_concurrency = upload.concurrency
         self._download_manager: TransferManager | None = None
-        self._transfers = TransferManager(client, TransferConfig(
-            multipart_threshold=upload.part_size_bytes,
-            multipart_chunksize=upload.part_size_bytes,
-            max_request_concurrency=upload.concurrency,
-        ))
+        # _PartBody's charging off while botocore reads a body to sign it, on while it sends:
+        # s3transfer's own handlers (the same unique ids, so registered once per client).
+        client.meta.events.register_first("request-created.s3", signal_not_transferring,
+                                          unique_id="s3upload-not-transferring")
+        client.meta.events.register_last("request-created.s3", signal_transferring,
+                                         unique_id="s3upload-transferring")
 
     @classmethod
     def from_config(cls, store: StoreConfig, upload: UploadConfig, limiter: RateLimiter | None = None) -> S3Store:
         # s3transfer's request threads and the segment workers' small requests each need a
         # connection; a pool smaller than both makes urllib3 drop and reopen connections.
-        return cls(make_client(store, pool_size=2 * upload.concurrency + 4), store.bucket, upload,
-                   store.storage_class, limiter)
+        # A segment worker sends its .log's parts and up to SMALL_OBJECT_CONCURRENCY small
+        # objects at once; downloads (s3transfer) need theirs.
+        return cls(make_client(store, pool_size=(2 + SMALL_OBJECT_CONCURRENCY) * upload.concurrency + 4),
+                   store.bucket, upload, store.storage_class, limiter, store.checksum)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._transfers.shutdown()
             if self._download_manager is not None:
                 self._download_manager.shutdown()
 
@@ -120,6 +185,7 @@ class S3Store:
         aborts the multipart uploads it started, and senders blocked on the limiter wake."""
         if self.limiter is not None:
             self.limiter.cancel()
+        self._cancelled.set()
         # Each transfer's future is cancelled rather than TransferManager.shutdown(cancel=True),
         # which mixes up its arguments in s3transfer 0.19 and raises TypeError.
         with self._lock:
@@ -129,42 +195,6 @@ class S3Store:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def upload_files(self, items: Sequence[tuple[str, Path]]) -> None:
-        # By file name: s3transfer opens the file per part and streams it, so memory stays
-        # flat whatever the part size. (Handing it open file objects instead makes it read
-        # whole parts into memory; measured, that took peak RSS from ~100 MiB to 1.4 GiB at
-        # concurrency 8 and 16 MiB parts, far past the configured budget.)
-        futures = [(key, self._transfers.upload(str(path), self.bucket, key, extra_args=dict(self._extra),
-                                                subscribers=self._subscribers))
-                   for key, path in items]
-        with self._lock:
-            self._futures.update(f for _, f in futures)
-        failure: StoreError | None = None
-        for key, future in futures:
-            try:
-                future.result()
-            except FileNotFoundError as exc:
-                failure = failure or StoreError(ErrorClass.RETRYABLE, "upload", key,
-                                                f"local file vanished during the upload: {exc.filename}")
-            except (Cancelled, CancelledError):
-                failure = failure or StoreError(ErrorClass.RETRYABLE, "upload", key, "cancelled: shutting down")
-            except OSError as exc:
-                if exc.errno in LOCAL_DISK_ERRNOS and not isinstance(exc, ConnectionError):
-                    raise   # reading our own file failed: the local disk's problem, not the store's
-                failure = failure or classify(exc, "upload", key)
-            except Exception as exc:  # whatever the transfer raised: classified (store_call's rule)
-                error = classify(exc, "upload", key)
-                if error.error_class is ErrorClass.NOT_FOUND:
-                    # Something of this transfer vanished under it (its multipart upload
-                    # aborted by another process's sweep, say): the attempt failed, and a new
-                    # one can succeed; it is not a refusal.
-                    error = StoreError(ErrorClass.RETRYABLE, "upload", key, error.detail)
-                failure = failure or error
-        with self._lock:
-            self._futures.difference_update(f for _, f in futures)
-        if failure:
-            raise failure
-
     def put_bytes(self, key: str, data: bytes) -> str:
         try:
             if self.limiter is not None:
@@ -172,7 +202,8 @@ class S3Store:
         except Cancelled:
             raise StoreError(ErrorClass.RETRYABLE, "put", key, "cancelled: shutting down") from None
         with store_call("put", key):
-            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra)
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra,
+                                              **self._checksum_args(crc32c.crc32c(data)))
             return str(response.get("ETag", "")).strip('"')
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -194,6 +225,76 @@ class S3Store:
                     raise StoreError(ErrorClass.RETRYABLE, "put", key, "conditional write conflict") from None
                 raise
         return True
+
+    def _checksum_args(self, crc: int) -> dict[str, str]:
+        if self.checksum == "off":
+            return {}
+        return {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": crc32c_header(crc)}
+
+    def upload_parts(self, key: str, size: int, parts: Iterable[tuple[memoryview, int]],
+                     whole_crc: Callable[[], int]) -> str:
+        """Upload an object of `size` bytes from `parts` (each a view and its CRC-32C, produced
+        as this consumes them: the caller may reuse a buffer once the next part is asked for).
+        One part: a PUT; more: a multipart upload, its full-object CRC-32C (`whole_crc()`,
+        asked once every part was taken) sent at completion and any failure aborting it.
+        Whatever `parts` or `whole_crc` raise is raised unchanged."""
+        if self._cancelled.is_set():
+            raise StoreError(ErrorClass.RETRYABLE, "upload", key, "cancelled: shutting down")
+        pieces = iter(parts)
+        first = next(pieces, None)
+        if first is None or len(first[0]) == size:
+            view, crc = first if first is not None else (memoryview(b""), 0)
+            if whole_crc() != crc:
+                raise AssertionError("one part's CRC-32C differs from the object's")
+            with self._sending("upload", key):
+                response = self.client.put_object(Bucket=self.bucket, Key=key, Body=_PartBody(
+                    view, self.limiter, self._cancelled), ContentLength=len(view), **self._extra,
+                    **self._checksum_args(crc))
+            return str(response.get("ETag", "")).strip('"')
+        checksum = {} if self.checksum == "off" else {"ChecksumAlgorithm": "CRC32C", "ChecksumType": "FULL_OBJECT"}
+        with self._sending("upload", key):
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **self._extra,
+                                                            **checksum)["UploadId"]
+        try:
+            done = []
+            for number, (view, crc) in enumerate(chain([first], pieces), start=1):
+                with self._sending("upload", key):
+                    response = self.client.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                        Body=_PartBody(view, self.limiter, self._cancelled), ContentLength=len(view),
+                        **self._checksum_args(crc))
+                entry = {"PartNumber": number, "ETag": response["ETag"]}
+                if self.checksum != "off":
+                    entry["ChecksumCRC32C"] = crc32c_header(crc)
+                done.append(entry)
+            total = whole_crc()
+            completion = {} if self.checksum == "off" else {"ChecksumCRC32C": crc32c_header(total),
+                                                             "ChecksumType": "FULL_OBJECT"}
+            with self._sending("upload", key):
+                response = self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}, **completion)
+        except BaseException:
+            try:
+                self.abort_multipart_upload(key, upload_id)
+            except StoreError:
+                pass    # the sweep of old multipart uploads removes it
+            raise
+        return str(response.get("ETag", "")).strip('"')
+
+    @contextmanager
+    def _sending(self, operation: str, key: str) -> Iterator[None]:
+        try:
+            with store_call(operation, key):
+                try:
+                    yield
+                except Cancelled:
+                    raise StoreError(ErrorClass.RETRYABLE, operation, key, "cancelled: shutting down") from None
+        except StoreError as error:
+            if error.error_class is ErrorClass.NOT_FOUND:
+                # Something of this upload vanished under it (its multipart upload aborted by
+                # another process's sweep, say): the attempt failed, a new one can succeed.
+                raise StoreError(ErrorClass.RETRYABLE, operation, key, error.detail) from None
+            raise
 
     def delete_objects(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), 1000):

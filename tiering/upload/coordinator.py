@@ -31,6 +31,7 @@ from tiering.store.errors import StoreError
 from tiering.store.manifest import SegmentManifest
 from tiering.store.protocol import ObjectStore
 from tiering.upload.breaker import Breaker, BreakerPolicy
+from tiering.upload.buffers import PartBuffers
 from tiering.upload.pins import PinStore
 from tiering.upload.queue import Backlog, Pending, UploadQueue
 from tiering.upload.retry import RetryPolicy
@@ -91,13 +92,13 @@ class ClaimNotTaken(Exception):
 
 
 def claimed_offload(gate: ClusterGate, claim_key: str, target: UploadTarget, store: ObjectStore,
-                    now_ms: Callable[[], int], previous: Any) -> SegmentManifest:
+                    now_ms: Callable[[], int], previous: Any, buffers: Any = None) -> SegmentManifest:
     """On a worker: take the claim on the segment's start offset, then upload. The claim is
     taken before any object, so a lost claim leaves nothing behind."""
     outcome = gate.claim(claim_key, target.leader_epoch, target.keys.uid)
     if outcome.verdict != PROCEED:
         raise ClaimNotTaken(outcome)
-    return offload_segment(target, store, now_ms, previous)
+    return offload_segment(target, store, now_ms, previous, buffers)
 
 
 def rolled_at(segment: LocalSegment) -> float:
@@ -153,6 +154,8 @@ class UploadCoordinator:
         self.uploaded: list[SegmentManifest] = []
         self.failures: list[SegmentFailure] = []
         self._pool = ThreadPoolExecutor(max_workers=config.upload.concurrency, thread_name_prefix="upload")
+        # One part buffer per upload slot: the .log is read once into it, walked, and sent.
+        self._part_buffers = PartBuffers(config.upload.concurrency, config.upload.part_size_bytes)
         self._in_flight: dict[Future, tuple[Pending, UploadTarget]] = {}
         self._in_flight_ids: set[SegmentId] = set()
         self._breakers: dict[Any, Breaker] = {}
@@ -483,9 +486,10 @@ class UploadCoordinator:
             self._breakers[pending.partition] = breaker.started(now)
         if self.gate is not None and self.gate.claims:
             future = self._pool.submit(claimed_offload, self.gate, target.keys.claim_key, target, self.store,
-                                       self.clock.now_ms, previous)
+                                       self.clock.now_ms, previous, self._part_buffers)
         else:
-            future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms, previous)
+            future = self._pool.submit(offload_segment, target, self.store, self.clock.now_ms, previous,
+                                       self._part_buffers)
         self._in_flight[future] = (pending, target)
         self._in_flight_ids.add(candidate.id)
         future.add_done_callback(lambda _: self.on_done())

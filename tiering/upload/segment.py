@@ -1,15 +1,18 @@
 """Offloading one segment: check it, upload its objects, verify them, write the manifest last.
 
-Runs on a worker thread; touches no shared state but the store. The segment's bytes go up
-unchanged; the manifest records a CRC-32C per object (computed here from the local bytes)
-and the size and ETag the store reported, and is written only after the store accepted every
-object (a small PUT is checked for length and checksum by the store; the multipart .log is
-also confirmed by a HEAD of its size), so a manifest always describes complete, verified objects.
+Runs on a worker thread; touches no shared state but the store and the part buffers. The .log
+is read once, part by part, into a pooled buffer, walked there (every batch checked) and the
+same bytes sent with their CRC-32C for the store to verify; the manifest records a CRC-32C per
+object (computed here from the local bytes) and the ETag the store reported, and is written
+only after the store accepted every object (each PUT and part is checked for length and
+checksum by the store; a multipart .log is also confirmed by a HEAD of its size), so a
+manifest always describes complete, verified objects.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +21,10 @@ from typing import Callable, Iterator
 import crc32c
 
 from tiering import __version__
+from tiering.checksums import crc32c_combine
 from tiering.files import NotRegularFile, open_regular, read_regular, read_regular_text
-from tiering.kafka.batches import CorruptSegment, SegmentSummary, scan_segment
+from tiering.kafka.batches import CorruptSegment, SegmentSummary
+from tiering.kafka.walk import SegmentWalker
 from tiering.kafka.checkpoints import (CheckpointError, format_leader_epoch_checkpoint,
                                        parse_leader_epoch_checkpoint)
 from tiering.kafka.indexes import CorruptIndex, check_index
@@ -29,6 +34,11 @@ from tiering.store.keys import OBJECT_SUFFIXES, PartitionPath, SegmentKeys
 from tiering.store.manifest import (FORMAT_VERSION, MAX_TIMESTAMP_MS, ManifestError, ObjectEntry, SegmentManifest,
                                     fetch_manifest, parse_manifest)
 from tiering.store.protocol import ObjectStore
+from tiering.upload.buffers import PartBuffers
+
+DEFAULT_PART_BYTES = 16 * 1024 * 1024
+SMALL_OBJECT_CONCURRENCY = 3     # a segment's index files, snapshot and epochs, this many at once
+WALK_WINDOW_BYTES = 1024 * 1024
 
 
 class BadSegment(Exception):
@@ -73,11 +83,12 @@ def target_for(segment: LocalSegment, partition: LocalPartition, prefix: str, ha
 
 
 def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int],
-                    previous: SegmentKeys | None = None) -> SegmentManifest:
+                    previous: SegmentKeys | None = None, buffers: PartBuffers | None = None) -> SegmentManifest:
     """Upload one rolled segment and its manifest; raises BadSegment or StoreError.
 
     `previous`: an earlier attempt whose manifest may have landed (UnsettledUpload); when it
-    did, that upload is the result and nothing is uploaded again."""
+    did, that upload is the result and nothing is uploaded again. `buffers`: the process's
+    part buffers (a private one of DEFAULT_PART_BYTES without)."""
     segment = target.segment
     assert segment.next_offset is not None, "the active segment is never offloaded"
     if previous is not None:
@@ -86,31 +97,54 @@ def offload_segment(target: UploadTarget, store: ObjectStore, now_ms: Callable[[
             return adopted
     log_fd = _open(segment.log_path)
     try:
-        return _offload(target, store, now_ms, log_fd)
+        return _offload(target, store, now_ms, log_fd, buffers or PartBuffers(1, DEFAULT_PART_BYTES))
     finally:
         os.close(log_fd)
 
 
-def _offload(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int], log_fd: int) -> SegmentManifest:
+def _offload(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int], log_fd: int,
+             buffers: PartBuffers) -> SegmentManifest:
     segment, keys = target.segment, target.keys
     assert segment.next_offset is not None
-    summary, mtime_ms = _check_log(segment, log_fd)
-    small = _small_objects(target, summary)
-    # Kafka's LogSegment.largestTimestamp: the batches' largest timestamp, or the file's
-    # mtime when no batch has one (-1: old produce requests up-converted); its remote segment
-    # metadata takes the same value, so retention in both tiers goes by it.
-    max_timestamp, source = (summary.max_timestamp, "records") if summary.max_timestamp >= 0 else (mtime_ms, "file-mtime")
+    with _broker_file(segment.log_path):
+        info = os.fstat(log_fd)
+    size, mtime_ms = info.st_size, info.st_mtime_ns // 1_000_000
+    small = _small_objects(target, size)
+    walker = SegmentWalker(size, segment.base_offset, segment.next_offset)
+    walked: list[SegmentSummary] = []
+
+    def whole_crc() -> int:
+        with _corrupt_is_bad(segment):
+            walked.append(walker.finish())
+        return walked[0].crc32c
 
     try:
-        store.upload_files([(keys.object_key("log"), _by_descriptor(log_fd, segment.log_path))])
-        log_info = store.head(keys.object_key("log"))
-        if log_info is None or log_info.size != summary.size:
-            raise StoreError(ErrorClass.RETRYABLE, "verify", keys.object_key("log"),
-                             f"the store holds {log_info.size if log_info else 'no'} bytes, expected {summary.size}")
-        entries = [ObjectEntry("log", log_info.key, summary.size, f"{summary.crc32c:08x}", log_info.etag)]
-        for kind, data in small:
-            etag = store.put_bytes(keys.object_key(kind), data)
-            entries.append(ObjectEntry(kind, keys.object_key(kind), len(data), f"{crc32c.crc32c(data):08x}", etag))
+        # The small objects go up beside the .log (a few at a time); the manifest, last.
+        with ThreadPoolExecutor(SMALL_OBJECT_CONCURRENCY, thread_name_prefix="small-put") as small_puts:
+            puts = [(kind, data, small_puts.submit(store.put_bytes, keys.object_key(kind), data))
+                    for kind, data in small]
+            with buffers.slab() as slab:
+                etag = store.upload_parts(keys.object_key("log"), size,
+                                          _parts(segment, log_fd, size, walker, slab), whole_crc)
+            summary = walked[0]
+            if size > len(slab):
+                # A multipart upload: the store must hold every byte, and the ETag it lists
+                # (the one `verify` compares) is not always the one its completion answered
+                # (rclone's is the MD5 of the whole object). A single PUT's answer says both.
+                log_info = store.head(keys.object_key("log"))
+                if log_info is None or log_info.size != summary.size:
+                    raise StoreError(ErrorClass.RETRYABLE, "verify", keys.object_key("log"),
+                                     f"the store holds {log_info.size if log_info else 'no'} bytes, "
+                                     f"expected {summary.size}")
+                etag = log_info.etag
+            entries = [ObjectEntry("log", keys.object_key("log"), summary.size, f"{summary.crc32c:08x}", etag)]
+            entries += [ObjectEntry(kind, keys.object_key(kind), len(data), f"{crc32c.crc32c(data):08x}", put.result())
+                        for kind, data, put in puts]
+        # Kafka's LogSegment.largestTimestamp: the batches' largest timestamp, or the file's
+        # mtime when no batch has one (-1: old produce requests up-converted); its remote segment
+        # metadata takes the same value, so retention in both tiers goes by it.
+        max_timestamp, source = ((summary.max_timestamp, "records") if summary.max_timestamp >= 0
+                                 else (mtime_ms, "file-mtime"))
         manifest = SegmentManifest(
             format_version=FORMAT_VERSION, topic=segment.topic, topic_id=target.topic_id,
             partition=segment.partition, base_offset=segment.base_offset, end_offset=segment.next_offset - 1,
@@ -136,6 +170,41 @@ def _offload(target: UploadTarget, store: ObjectStore, now_ms: Callable[[], int]
         discard_attempt(store, keys)
         raise
     return manifest
+
+
+def _parts(segment: LocalSegment, fd: int, size: int, walker: SegmentWalker,
+           slab: memoryview) -> Iterator[tuple[memoryview, int]]:
+    """The .log read once, part by part, into `slab` from the descriptor that was opened and
+    checked (what is uploaded is exactly what was walked, whatever the name in the log dir
+    points at meanwhile); each part walked before it is handed on."""
+    offset = 0
+    while offset < size:
+        part = slab[:min(len(slab), size - offset)]
+        with _broker_file(segment.log_path), _corrupt_is_bad(segment):
+            filled = 0
+            while filled < len(part):
+                n = os.preadv(fd, [part[filled:]], offset + filled)
+                if not n:
+                    break
+                filled += n
+            # Walked a window at a time: the walk's per-batch lists stay small (1 KiB batches
+            # fill a 16 MiB part with 16,000 of them); the part's CRC is combined from the windows'.
+            crc = 0
+            for at in range(0, filled, WALK_WINDOW_BYTES):
+                window = part[at:min(filled, at + WALK_WINDOW_BYTES)]
+                crc = crc32c_combine(crc, walker.feed(window), len(window))
+            if filled < len(part):
+                walker.finish()     # the file shrank while it was read: says so
+        yield part, crc
+        offset += len(part)
+
+
+@contextmanager
+def _corrupt_is_bad(segment: LocalSegment) -> Iterator[None]:
+    try:
+        yield
+    except CorruptSegment as exc:
+        raise BadSegment(f"corrupt segment {segment.log_path}: {exc}") from None
 
 
 def _put_manifest(store: ObjectStore, keys: SegmentKeys, data: bytes) -> None:
@@ -208,41 +277,7 @@ def _open(path: Path) -> int:
         return open_regular(path)
 
 
-def _by_descriptor(fd: int, path: Path) -> Path:
-    """The name the store adapter opens the .log by: the descriptor we opened and checked
-    (`/proc/self/fd/N` reopens that very file, whatever the name in the log dir is now), so
-    what is uploaded is what was walked, never what a link swapped in meanwhile points at.
-    The adapter streams by name (part by part, flat memory); without /proc, the path itself,
-    checked again to be the same file."""
-    by_fd = Path(f"/proc/self/fd/{fd}")
-    try:
-        if os.path.samestat(os.stat(by_fd), os.fstat(fd)):
-            return by_fd
-    except OSError:
-        pass
-    try:
-        named = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        raise BadSegment(f"{path} disappeared before it was offloaded") from None
-    if not os.path.samestat(named, os.fstat(fd)):
-        raise BadSegment(f"{path} was replaced while it was offloaded; it is looked at again at the next scan")
-    return path
-
-
-def _check_log(segment: LocalSegment, fd: int) -> tuple[SegmentSummary, int]:
-    """The segment's summary and the file's mtime in ms (Java's File.lastModified) at the scan."""
-    assert segment.next_offset is not None
-    with _broker_file(segment.log_path):
-        try:
-            with os.fdopen(os.dup(fd), "rb", buffering=0) as stream:
-                info = os.fstat(stream.fileno())
-                return scan_segment(stream, info.st_size, segment.base_offset, segment.next_offset), \
-                    info.st_mtime_ns // 1_000_000
-        except CorruptSegment as exc:
-            raise BadSegment(f"corrupt segment {segment.log_path}: {exc}") from None
-
-
-def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[str, bytes]]:
+def _small_objects(target: UploadTarget, log_size: int) -> list[tuple[str, bytes]]:
     """The index files, producer snapshot and leader-epoch entries, read and checked."""
     segment = target.segment
     assert segment.next_offset is not None
@@ -250,7 +285,7 @@ def _small_objects(target: UploadTarget, summary: SegmentSummary) -> list[tuple[
     for kind, path in segment.index_paths:
         data = _read(path)
         try:
-            check_index(kind, data, summary.size, segment.base_offset, segment.next_offset)
+            check_index(kind, data, log_size, segment.base_offset, segment.next_offset)
         except CorruptIndex as exc:
             raise BadSegment(f"corrupt index {path}: {exc}") from None
         objects.append((kind, data))
