@@ -42,6 +42,8 @@ class Metrics:
     retention_failures: Counter
     retention_passes: Counter
     disabled_topics: Gauge
+    rollback_pending: Gauge
+    rollback_undone: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -96,4 +98,10 @@ class Metrics:
             retention_passes=Counter("tiering_retention_passes", "Retention passes finished", registry=r),
             disabled_topics=Gauge("tiering_disabled_topics", "Topics tiering is turned off for "
                                   "(tiering rollback; tiering resume turns it back on)", registry=r),
+            rollback_pending=Gauge("tiering_rollback_pending_partitions", "Rolled-back partitions whose store "
+                                   "copies wait for the cluster to confirm the restored log start "
+                                   "(rollback --delete-remote)", registry=r),
+            rollback_undone=Gauge("tiering_rollback_undone_partitions", "Rolled-back partitions whose rollback "
+                                  "Kafka undid (log start moved up again); their store copies are kept",
+                                  registry=r),
         )
