@@ -14,7 +14,8 @@ hints, finished uploads and signal handlers set the wake-up event. The loop:
   inventory and the journal; the loop records what it changed when it finishes;
 - after each retention pass, on the same thread, checks the rollbacks waiting for the cluster
   to confirm their restored log start (`rollback --delete-remote`) and removes the store
-  copies of those confirmed (tiering.rollback.deletion); the loop records the outcome.
+  copies of those confirmed, never of a replicated partition (tiering.rollback.deletion);
+  the loop records the outcome.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tiering.retention.configs import last_seen, read_configs, remember
 from tiering.retention.run import RetentionReport, RetentionRunner, log_blocked, record_report
 from tiering.rollback import confirm
 from tiering.rollback.deletion import DeletionOutcome, EarliestOffsets, record, settle_pending
+from tiering.rollback.replicas import KafkaReplicaSource, ReplicaSource
 from tiering.store.errors import StoreError
 from tiering.store.protocol import ObjectStore
 from tiering.sweep import sweep
@@ -64,7 +66,8 @@ class Daemon:
                  breaker: BreakerPolicy | None = None,
                  deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter,
                  config_source_factory: Callable[[str], TopicConfigSource] = KafkaConfigReader,
-                 log_starts_factory: Callable[[str], EarliestOffsets] = KafkaLogStarts):
+                 log_starts_factory: Callable[[str], EarliestOffsets] = KafkaLogStarts,
+                 replica_source_factory: Callable[[str], ReplicaSource] = KafkaReplicaSource):
         self.config_path = config_path
         self.config = config
         self.store = store
@@ -94,6 +97,7 @@ class Daemon:
         self._config_source: TopicConfigSource | None = None
         self._blocked: set[tuple[str, str]] = set()
         self.log_starts_factory = log_starts_factory
+        self.replica_source_factory = replica_source_factory
         self._settled: DeletionOutcome | None = None
         self._rollback_gauges(confirm.load(journal.get_meta(confirm.JOURNAL_KEY)))
         self._wake = threading.Event()
@@ -375,8 +379,10 @@ class Daemon:
         try:
             earliest = self.log_starts_factory(config.kafka.bootstrap_servers) \
                 if config.kafka.bootstrap_servers else None
+            replicas = self.replica_source_factory(config.kafka.bootstrap_servers) \
+                if config.kafka.bootstrap_servers else None
             return settle_pending(config, self.store, self.log, pending, lambda: read_disabled_topics(config.state.dir),
-                                  earliest, self.clock.now_ms)
+                                  earliest, self.clock.now_ms, replicas)
         except StoreError as exc:
             self.log.warning("rollback confirmation could not read the store; will retry", error=str(exc))
         except Exception as exc:   # a bug must not kill the retention thread's pass for good

@@ -152,3 +152,31 @@ def test_a_record_from_before_the_verdicts_reads_as_never_checked():
     old = '{"orders-0": {"first_offset": 0, "partition": 0, "requested_at_ms": 5, "topic": "orders", "topic_id": "id"}}'
     loaded = confirm.load(old)["orders-0"]
     assert (loaded.state, loaded.detail, loaded.checked_at_ms) == (confirm.RESTORED, "", None)
+
+
+def test_the_daemon_leaves_a_replicated_partition_to_the_command_and_a_silent_cluster_deletes_nothing(tmp_path):
+    import tomllib
+
+    from tiering.config import parse_config
+    from tiering.rollback.deletion import settle_pending
+    (tmp_path / "logs").mkdir()
+    config = parse_config(tomllib.loads(f'[kafka]\nlog_dirs = ["{tmp_path / "logs"}"]\nbootstrap_servers = "k:9092"\n'
+                                        '[store]\nbucket = "b"\n'), base_dir=tmp_path)
+    pending = {"orders-0": confirm.PendingDeletion("orders", "id", 0, 0, 5),
+               "orders-1": confirm.PendingDeletion("orders", "id", 1, 0, 5)}
+    asked: list = []
+
+    def earliest(partitions):
+        asked.append(partitions)
+        return {p: 0 for p in partitions}
+    # The store is never touched: nothing here may be deleted.
+    outcome = settle_pending(config, None, None, pending, lambda: frozenset({"orders"}), earliest, lambda: 9,
+                             InMemoryReplicaSource(THREE))
+    assert outcome.removed == {} and asked == []
+    held = outcome.checked["orders-0"]
+    assert held.state == confirm.WAITING and held.detail.startswith("replicas on brokers 1, 2, 3: the daemon never "
+                                                                     "removes the store's copies of a replicated")
+    assert "tiering rollback --topic orders --confirm --delete-remote" in held.detail
+    down = settle_pending(config, None, None, pending, lambda: frozenset({"orders"}), earliest, lambda: 9,
+                          InMemoryReplicaSource(down="NoBrokersAvailable"))
+    assert down.removed == {} and all("NoBrokersAvailable" in p.detail for p in down.checked.values())

@@ -23,6 +23,7 @@ from tiering.rollback import confirm
 from tiering.rollback.confirm import PendingDeletion
 from tiering.rollback.inputs import gather_plans
 from tiering.rollback.plan import PartitionPlan
+from tiering.rollback.replicas import ReplicaSource, ReplicaSourceError
 from tiering.store.errors import StoreError
 from tiering.store.keys import PartitionPath
 from tiering.store.manifest import SegmentManifest
@@ -148,15 +149,36 @@ class RemoteCopies:
 
 def settle_pending(config: Config, store: ObjectStore, log: Any, pending: dict[str, PendingDeletion],
                    disabled_now: Callable[[], frozenset[str]], earliest_offsets: EarliestOffsets | None,
-                   now_ms: Callable[[], int]) -> DeletionOutcome:
+                   now_ms: Callable[[], int], replica_source: ReplicaSource | None = None) -> DeletionOutcome:
     """The daemon's step: the pending partitions' plans from a fresh scan (their checkpoints
     as the broker last wrote them) and the store, then `settle`. Raises StoreError when the
-    store cannot be listed (retried at the next pass)."""
+    store cannot be listed (retried at the next pass).
+
+    A partition with replicas on other brokers is left to the command: the check sees the
+    leader (ListOffsets) and this broker, not the other followers, and a follower that was
+    not rolled back keeps its higher log start; should it lead later, every replica adopts
+    it. Only the operator, having rolled back every replica, can say the copies may go."""
     if not pending:
         return DeletionOutcome()
     disabled = disabled_now()
     scan = scan_log_dirs(config.kafka.log_dirs)
     wanted = {name: p for name, p in pending.items() if p.topic in disabled}
+    held: dict[str, str] = {}
+    if replica_source is not None and wanted:
+        try:
+            sets = replica_source.replicas(sorted({p.topic for p in wanted.values()}))
+        except ReplicaSourceError as exc:
+            sets = {}
+            held = {name: f"the cluster could not be asked for the partition's replicas ({exc}); the store's copies "
+                          "are kept" for name in wanted}
+        for name, waiting in wanted.items():
+            found = sets.get((waiting.topic, waiting.partition))
+            if found is not None and len(found.brokers) > 1:
+                held[name] = (f"replicas on brokers {', '.join(map(str, found.brokers))}: the daemon never removes "
+                              "the store's copies of a replicated partition; once every replica is rolled back and "
+                              "consumers read from the restored offsets, run 'tiering rollback --topic "
+                              f"{waiting.topic} --confirm --delete-remote' (README \"A replicated topic\")")
+        wanted = {name: p for name, p in wanted.items() if name not in held}
     partitions = [p for p in scan.partitions if f"{p.topic}-{p.partition}" in wanted]
     plans = gather_plans(store, scan, partitions, config.store.prefix, config.store.hash_prefix)
     copies = RemoteCopies(store, log, prefix=config.store.prefix, hash_prefix=config.store.hash_prefix, now_ms=now_ms)
@@ -164,7 +186,7 @@ def settle_pending(config: Config, store: ObjectStore, log: Any, pending: dict[s
     now = now_ms()
     for name, waiting in pending.items():
         if name not in outcome.checked:
-            detail = RESUMED if waiting.topic not in disabled else (
+            detail = RESUMED if waiting.topic not in disabled else held.get(name) or (
                 "the partition is not in this broker's log dirs; the store's copies are kept")
             outcome.checked[name] = replace(waiting, state=confirm.WAITING, detail=detail, checked_at_ms=now)
     return outcome
