@@ -29,8 +29,10 @@ DYNAMIC_TOPIC_CONFIG, DEFAULT_CONFIG = 1, 5
 class FakeKafka:
     def __init__(self, partitions: Mapping[str, int], errors: Mapping[tuple[str, int], int] | None = None,
                  topic_configs: Mapping[str, Mapping[str, str]] | None = None,
-                 earliest: Mapping[tuple[str, int], int] | None = None):
+                 earliest: Mapping[tuple[str, int], int] | None = None,
+                 replicas: Mapping[tuple[str, int], list[int]] | None = None):
         self.partitions = dict(partitions)          # topic -> partition count
+        self.replicas = dict(replicas or {})        # (topic, partition) -> replica broker ids ([NODE_ID] otherwise)
         self.topic_configs = {t: dict(c) for t, c in (topic_configs or {}).items()}   # topic overrides
         self.described: list[list[str]] = []
         self.earliest = dict(earliest or {})       # (topic, partition) -> ListOffsets earliest (0 otherwise)
@@ -85,7 +87,8 @@ class FakeKafka:
             topics = [MetadataResponse.MetadataResponseTopic(
                 error_code=0, name=name, is_internal=False,
                 partitions=[partition(error_code=0, partition_index=p, leader_id=NODE_ID, leader_epoch=0,
-                                      replica_nodes=[NODE_ID], isr_nodes=[NODE_ID], offline_replicas=[])
+                                      replica_nodes=self.replicas.get((name, p), [NODE_ID]),
+                                      isr_nodes=self.replicas.get((name, p), [NODE_ID]), offline_replicas=[])
                             for p in range(count)])
                 for name, count in sorted(self.partitions.items())]
             response = MetadataResponse(

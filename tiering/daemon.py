@@ -11,7 +11,11 @@ hints, finished uploads and signal handlers set the wake-up event. The loop:
 - sweeps stale multipart uploads and orphans every `daemon.sweep_interval_ms` in the
   background (a listing of a big bucket must not stall the loop);
 - runs retention every `daemon.retention_interval_ms` in the background on a snapshot of the
-  inventory and the journal; the loop records what it changed when it finishes.
+  inventory and the journal; the loop records what it changed when it finishes;
+- after each retention pass, on the same thread, checks the rollbacks waiting for the cluster
+  to confirm their restored log start (`rollback --delete-remote`) and removes the store
+  copies of those confirmed, never of a replicated partition (tiering.rollback.deletion);
+  the loop records the outcome.
 """
 
 from __future__ import annotations
@@ -36,9 +40,12 @@ from tiering.observability.http import HealthServer
 from tiering.observability.metrics import Metrics
 from tiering.observability.sdnotify import Notifier
 from tiering.kafka.topicconfig import TopicConfigs, TopicConfigSource
-from tiering.retention.admin import KafkaAdminDeleter, KafkaConfigReader, RecordDeleter
+from tiering.retention.admin import KafkaAdminDeleter, KafkaConfigReader, KafkaLogStarts, RecordDeleter
 from tiering.retention.configs import last_seen, read_configs, remember
 from tiering.retention.run import RetentionReport, RetentionRunner, log_blocked, record_report
+from tiering.rollback import confirm
+from tiering.rollback.deletion import DeletionOutcome, EarliestOffsets, record, settle_pending
+from tiering.rollback.replicas import KafkaReplicaSource, ReplicaSource
 from tiering.store.errors import StoreError
 from tiering.store.protocol import ObjectStore
 from tiering.sweep import sweep
@@ -62,7 +69,9 @@ class Daemon:
                  breaker: BreakerPolicy | None = None,
                  deleter_factory: Callable[[str], RecordDeleter] = KafkaAdminDeleter,
                  config_source_factory: Callable[[str], TopicConfigSource] = KafkaConfigReader,
-                 leadership_factory: Callable[[str], LeadershipSource] | None = None):
+                 leadership_factory: Callable[[str], LeadershipSource] | None = None,
+                 log_starts_factory: Callable[[str], EarliestOffsets] = KafkaLogStarts,
+                 replica_source_factory: Callable[[str], ReplicaSource] = KafkaReplicaSource):
         self.config_path = config_path
         self.config = config
         self.store = store
@@ -94,6 +103,10 @@ class Daemon:
         self.config_source_factory = config_source_factory
         self._config_source: TopicConfigSource | None = None
         self._blocked: set[tuple[str, str]] = set()
+        self.log_starts_factory = log_starts_factory
+        self.replica_source_factory = replica_source_factory
+        self._settled: DeletionOutcome | None = None
+        self._rollback_gauges(confirm.load(journal.get_meta(confirm.JOURNAL_KEY)))
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._hints: set[Path] = set()
@@ -199,6 +212,8 @@ class Daemon:
                     next_sweep = now + daemon.sweep_interval_ms / 1000
                 if self._retention_done is not None:
                     self._record_retention()
+                if self._settled is not None:
+                    self._record_settled()
                 if self._ready and now >= next_retention:
                     self._start_retention()
                     next_retention = now + self.config.daemon.retention_interval_ms / 1000
@@ -230,6 +245,8 @@ class Daemon:
             self._retainer.join(timeout=0.5)
         if self._retention_done is not None:
             self._record_retention()
+        if self._settled is not None:
+            self._record_settled()
         self.retention.close()
         if self.gate is not None:
             self.gate.close()
@@ -355,12 +372,15 @@ class Daemon:
         # This broker's roles as of now, taken on the loop thread that owns the gate (cluster
         # mode; None in single mode): the pass decides who deletes what by them.
         leadership = self.gate.view() if self.gate is not None else None
-        args = (self.config, scan, self.journal.all(), self._disabled, self._configs, leadership)
+        pending = confirm.load(self.journal.get_meta(confirm.JOURNAL_KEY))
+        args = (self.config, scan, self.journal.all(), self._disabled, self._configs, pending, leadership)
         self._retainer = threading.Thread(target=self._retain, args=args, name="retention", daemon=True)
         self._retainer.start()
 
     def _retain(self, config: Config, scan: LogDirScan, records: list, disabled: frozenset[str],
-                previous: TopicConfigs, leadership: LeadershipView | None = None) -> None:
+                previous: TopicConfigs, pending: dict[str, confirm.PendingDeletion],
+                leadership: LeadershipView | None = None) -> None:
+        report = None
         try:
             configs = previous
             if config.kafka.bootstrap_servers:
@@ -372,9 +392,47 @@ class Daemon:
             report = self.retention.run(config, scan, records, disabled, configs, leadership)
         except Exception as exc:   # a bug must not kill retention for good; the loop goes on
             self.log.exception("retention pass failed", error=str(exc))
-            return
+        if pending:
+            # After retention (the next pass's journal snapshot then has this one's outcome).
+            self._settled = self._settle(config, pending)
         self._retention_done = report
         self.wake()
+
+    def _settle(self, config: Config, pending: dict[str, confirm.PendingDeletion]) -> DeletionOutcome | None:
+        try:
+            earliest = self.log_starts_factory(config.kafka.bootstrap_servers) \
+                if config.kafka.bootstrap_servers else None
+            replicas = self.replica_source_factory(config.kafka.bootstrap_servers) \
+                if config.kafka.bootstrap_servers else None
+            return settle_pending(config, self.store, self.log, pending, lambda: read_disabled_topics(config.state.dir),
+                                  earliest, self.clock.now_ms, replicas)
+        except StoreError as exc:
+            self.log.warning("rollback confirmation could not read the store; will retry", error=str(exc))
+        except Exception as exc:   # a bug must not kill the retention thread's pass for good
+            self.log.exception("rollback confirmation failed", error=str(exc))
+        return None
+
+    def _record_settled(self) -> None:
+        """Record what the confirmation step did; say an undone rollback loudly, once."""
+        outcome, self._settled = self._settled, None
+        assert outcome is not None
+        before = confirm.load(self.journal.get_meta(confirm.JOURNAL_KEY))
+        pending = record(self.journal, outcome)
+        for name, checked in sorted(outcome.checked.items()):
+            was = before.get(name)
+            fields = dict(topic=checked.topic, partition=checked.partition, log_start=checked.first_offset,
+                          detail=checked.detail)
+            if checked.state == confirm.UNDONE and (was is None or was.state != confirm.UNDONE):
+                self.log.error("rollback undone by Kafka; store copies kept", **fields)
+            elif checked.state == confirm.WAITING and (was is None or was.detail != checked.detail):
+                self.log.warning("store copies kept until the cluster confirms", error=outcome.asked_error, **fields)
+        for line in outcome.failures:
+            self.log.error("store copies of a rollback not removed", detail=line)
+        self._rollback_gauges(pending)
+
+    def _rollback_gauges(self, pending: dict[str, confirm.PendingDeletion]) -> None:
+        self.metrics.rollback_pending.set(len(pending))
+        self.metrics.rollback_undone.set(sum(1 for p in pending.values() if p.state == confirm.UNDONE))
 
     def _record_retention(self) -> None:
         report, self._retention_done = self._retention_done, None

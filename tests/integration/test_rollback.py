@@ -360,13 +360,18 @@ def test_delete_remote_after_a_verified_restore_and_a_disk_space_refusal(env, s3
     clicks = {k: v for k, v in bucket.items() if "/clicks-" in k}
     # With the cluster known, the dry run names each partition's replica brokers.
     from tests.kafka_wire import FakeKafka
-    cluster = FakeKafka({"orders": 2, "clicks": 1})
+    cluster = FakeKafka({"orders": 2, "clicks": 1}, replicas={("orders", 1): [3, 1, 2]})
     try:
         known = env.root / "known.toml"
         known.write_text(config.read_text().replace("[kafka]\n", f'[kafka]\nbootstrap_servers = "{cluster.bootstrap}"\n'))
         dry = run_cli("rollback", "--config", str(known), "--topic", "orders", "--delete-remote")
         assert dry.returncode == 0, dry.stderr
-        assert "orders-0: replicas on broker(s) 1 (leader 1): this broker only" in dry.stdout
+        assert "  orders-0: broker 1 (this broker, leader)\n" in dry.stdout
+        assert "  orders-1: brokers 3, 1 (this broker, leader), 2\n" in dry.stdout
+        assert "  broker 3: stop it; tiering rollback --topic orders --confirm with that broker's own sidecar " \
+               "config (orders-1)\n" in dry.stdout
+        assert dry.stderr.startswith("tiering: warning: orders-1 has replicas on other brokers: a rollback of this "
+                                     "broker alone is undone by replication") and dry.stderr.count("\n") == 1
         assert "not in the command that restores" in dry.stdout
     finally:
         cluster.close()
@@ -377,6 +382,8 @@ def test_delete_remote_after_a_verified_restore_and_a_disk_space_refusal(env, s3
     # and a follower adopts the leader's log start when it comes back.
     assert bucket_snapshot(s3) == bucket
     assert "orders-0: the store's copies are kept until the running cluster confirms log start 0" in result.stderr
+    # The cluster is not asked here (no bootstrap servers): the replica set recorded by the dry run warns.
+    assert result.stderr.startswith("tiering: warning: orders-1 has replicas on other brokers")
 
     # Run again with no cluster to ask: nothing deleted, said so, exit 1.
     again = run_cli("rollback", "--config", str(config), "--topic", "orders", "--confirm", "--delete-remote")

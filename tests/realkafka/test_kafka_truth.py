@@ -140,6 +140,28 @@ def test_a_segment_of_timestampless_batches_survives_until_its_mtime_says_otherw
     assert all(abs(m["max_timestamp"] - time.time() * 1000) < 600_000 for m in manifests.values())
 
 
+def test_remote_storage_enable_stated_for_a_topic_keeps_it_out_and_kafka_refuses_true_without_tiered_storage(
+        kafka_broker, kenv, s3):
+    from kafka.errors import InvalidConfigurationError
+    with pytest.raises(InvalidConfigurationError, match="Tiered Storage functionality is disabled in the broker"):
+        create_topic(kafka_broker.bootstrap, "rson", remote_storage_enable="true")
+    fill(kafka_broker, "rsoff", remote_storage_enable="false")
+    rolled = fill(kafka_broker, "rsdefault")
+    config = config_for(kenv, kafka_broker, ["rsoff", "rsdefault"], '\n[retention]\nlocal_delete = "off"\n')
+    result = run_cli("run", "--once", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert remote_manifests(s3, "rsoff") == {}
+    assert sorted(m["base_offset"] for m in remote_manifests(s3, "rsdefault").values()) == rolled
+    import json
+    rows = {r["topic"]: r for r in json.loads(run_cli("status", "--config", str(config), "--json").stdout)["partitions"]}
+    assert rows["rsoff"]["not_tiered"][0]["reason"].startswith("remote.storage.enable=false (DYNAMIC_TOPIC_CONFIG)")
+    assert rows["rsoff"]["retention_config"]["remote_storage_enable"] == {"value": "false",
+                                                                          "source": "kafka:DYNAMIC_TOPIC_CONFIG"}
+    assert rows["rsdefault"]["retention_config"]["remote_storage_enable"] == {"value": "false",
+                                                                              "source": "kafka:DEFAULT_CONFIG"}
+    assert not any("remote.storage" in skipped["reason"] for skipped in rows["rsdefault"]["not_tiered"])
+
+
 def test_delete_remote_keeps_the_store_copies_until_the_cluster_confirms_the_restored_log_start(kafka_broker, kenv, s3):
     """Last in this module: it stops and restarts the shared broker."""
     from tests.realkafka.clients import consume_kafka_python, wait_for_leader

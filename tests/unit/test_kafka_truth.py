@@ -231,3 +231,31 @@ def test_pending_deletions_round_trip_through_the_journal_text():
     pending = {"orders-0": confirm.PendingDeletion("orders", "id", 0, 0, 5)}
     assert confirm.load(confirm.dump(pending)) == pending
     assert confirm.load("[1, 2]") == {} and confirm.load(None) == {}
+
+
+@pytest.mark.parametrize("entry,tiered,says", [
+    (("false", "DEFAULT_CONFIG"), True, None),                       # Kafka's built-in default: says nothing
+    (None, True, None),                                              # an older broker: no such config
+    (("false", "DYNAMIC_TOPIC_CONFIG"), False, "remote.storage.enable=false (DYNAMIC_TOPIC_CONFIG): tiering is "
+                                                "turned off for this topic in Kafka"),
+    (("TRUE", "DYNAMIC_TOPIC_CONFIG"), False, "remote.storage.enable=true (DYNAMIC_TOPIC_CONFIG): Kafka's own "
+                                              "tiered storage (KIP-405) holds this topic"),
+    (("yes", "DYNAMIC_TOPIC_CONFIG"), True, None),                   # not a boolean Kafka would accept: ignored
+])
+def test_remote_storage_enable_stated_for_the_topic_keeps_it_out_of_tiering(entry, tiered, says):
+    entries = {"cleanup_policy": ("delete", "DEFAULT_CONFIG")}
+    if entry is not None:
+        entries["remote_storage_enable"] = entry
+    configs = _kafka("t", **entries)
+    reason = configs.not_tiered_reason(TopicPartition("t", 0), LogDirState(Path("/x")))
+    assert (reason is None) is tiered
+    if says:
+        assert reason.startswith(says)
+
+
+def test_status_shows_remote_storage_enable_as_kafka_described_it_and_nothing_without_kafka():
+    configs = _kafka("orders", cleanup_policy=("delete", "DEFAULT_CONFIG"),
+                     remote_storage_enable=("false", "DYNAMIC_TOPIC_CONFIG"))
+    shown = effective_retention(_config(), "orders", configs).to_json()
+    assert shown["remote_storage_enable"] == {"value": "false", "source": "kafka:DYNAMIC_TOPIC_CONFIG"}
+    assert "remote_storage_enable" not in effective_retention(_config(), "orders", TopicConfigs()).to_json()

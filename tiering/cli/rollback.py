@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from tiering.cli.main import add_config_argument
 from tiering.cli.table import aligned
@@ -20,8 +20,9 @@ from tiering.observability.logging import configure_logging
 from tiering.rollback.inputs import Selection, gather_plans, select_partitions
 from tiering.rollback.plan import PartitionPlan
 from tiering.rollback.progress import Progress, ProgressBar, ProgressEvents
-from tiering.errors import TieringError
-from tiering.retention.admin import KafkaLogStarts, replica_brokers
+from tiering.retention.admin import KafkaLogStarts
+from tiering.rollback.replicas import (KafkaReplicaSource, KnownReplicas, ReplicaSource, known_replicas,
+                                       procedure_lines, replicated, warning_line)
 from tiering.rollback.run import DiskSpace, Rollback, RollbackReport, disk_space
 from tiering.units import format_bytes, parse_size
 from tiering.upload.ratelimit import RateLimiter
@@ -64,18 +65,25 @@ def main(args: argparse.Namespace) -> int:
     topics = sorted({p.topic for p in partitions})
     clock = SystemClock()
     store = open_store(config, RateLimiter(config.read.rate_limit_bytes_per_second, clock.monotonic))
+    command = " ".join(["tiering rollback", *(["--all"] if args.all else ["--topic", args.topic]),
+                        *(["--partition", str(args.partition)] if args.partition is not None else [])])
     try:
         plans = gather_plans(store, scan, partitions, config.store.prefix, config.store.hash_prefix)
+        replicas = _replicas(config, topics, clock.now_ms())
+        warning = warning_line(replicated([(p.topic, p.partition) for p in plans], replicas))
+        if warning:
+            print(f"tiering: {warning}", file=sys.stderr)
         if not args.confirm:
-            print_plan(sys.stdout, plans, selection, args.delete_remote, _replicas(config, topics))
+            this_broker = next((s.broker_id for s in scan.log_dirs if s.broker_id is not None), None)
+            print_plan(sys.stdout, plans, selection, args.delete_remote, replicas, this_broker, f"{command} --confirm")
             return EXIT_OK
-        return _confirmed(args, config, store, plans, topics, keep_free, clock)
+        return _confirmed(args, config, store, plans, topics, keep_free, clock, command)
     finally:
         store.close()
 
 
 def _confirmed(args: argparse.Namespace, config: Config, store: Any, plans: list[PartitionPlan], topics: list[str],
-               keep_free: int, clock: SystemClock) -> int:
+               keep_free: int, clock: SystemClock, command: str) -> int:
     on_terminal = sys.stderr.isatty() and sys.stdout.isatty()
     # On a terminal the bar and the summary say it all; per-segment events would scroll the bar away.
     log = configure_logging(sys.stdout, level="warning" if on_terminal else "info")
@@ -96,8 +104,6 @@ def _confirmed(args: argparse.Namespace, config: Config, store: Any, plans: list
     journal = Journal(config.state.dir)
     rollback = Rollback(store, journal, log, prefix=config.store.prefix, hash_prefix=config.store.hash_prefix,
                         concurrency=config.upload.concurrency, now_ms=clock.now_ms)
-    command = " ".join(["tiering rollback", *(["--all"] if args.all else ["--topic", args.topic]),
-                        *(["--partition", str(args.partition)] if args.partition is not None else [])])
     try:
         earliest = KafkaLogStarts(config.kafka.bootstrap_servers) if config.kafka.bootstrap_servers else None
         report = rollback.run(plans, topics, keep_free, args.delete_remote, progress_for, command, earliest)
@@ -151,19 +157,25 @@ def _summary(report: RollbackReport, log: Any, on_terminal: bool, topics: list[s
 _COLUMNS = ("PARTITION", "LOG DIR", "SEGMENTS", "BYTES", "OFFSETS", "LOG START", "FREE AFTER")
 
 
-def _replicas(config: Config, topics: list[str]) -> dict | str | None:
-    """Each partition's (leader, replica brokers) from the cluster, the reason it could not be
-    asked, or None without bootstrap servers."""
-    if not config.kafka.bootstrap_servers or not topics:
+def _replicas(config: Config, topics: list[str], now_ms: int,
+              source_factory: Callable[[str], ReplicaSource] = KafkaReplicaSource) -> KnownReplicas | None:
+    """The replica sets from the cluster (recorded in the journal), or as last recorded there
+    while it answered; None when neither is known."""
+    if not topics:
         return None
+    source = source_factory(config.kafka.bootstrap_servers) if config.kafka.bootstrap_servers else None
+    # Only a journal that exists: a dry run creates no state dir.
+    journal = Journal(config.state.dir) if (config.state.dir / "journal.sqlite").exists() else None
     try:
-        return replica_brokers(config.kafka.bootstrap_servers, topics)
-    except TieringError as exc:
-        return str(exc)
+        return known_replicas(source, journal, topics, now_ms)
+    finally:
+        if journal is not None:
+            journal.close()
 
 
 def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, delete_remote: bool,
-               replicas: dict | str | None = None) -> None:
+               replicas: KnownReplicas | None = None, this_broker: int | None = None,
+               command: str = "tiering rollback --confirm") -> None:
     spaces = disk_space(plans)
     shown = [p for p in plans if p.has_work]
     rows = [_row(p, spaces[p.log_dir]) for p in shown]
@@ -183,18 +195,9 @@ def print_plan(out: TextIO, plans: list[PartitionPlan], selection: Selection, de
             print(f"{plan.name}: refused: {plan.refused}", file=out)
         elif plan.left:
             print(f"{plan.name}: {plan.left}", file=out)
-    if isinstance(replicas, str):
-        print(f"replicas: the cluster could not be asked ({replicas})", file=out)
-    elif replicas is not None:
-        for plan in shown:
-            leader, brokers = replicas.get((plan.topic, plan.partition), (-1, ()))
-            if not brokers:
-                print(f"{plan.name}: the cluster does not list its replicas", file=out)
-                continue
-            todo = ("roll back every one of them (stopped), then start them" if len(brokers) > 1
-                    else "this broker only")
-            print(f"{plan.name}: replicas on broker(s) {', '.join(map(str, brokers))} (leader {leader}): {todo}",
-                  file=out)
+    if replicas is not None:
+        for line in procedure_lines([(p.topic, p.partition) for p in shown], replicas, this_broker, command):
+            print(line, file=out)
     for log_dir in sorted({p.log_dir for p in shown}):
         state = probe_lock(log_dir)
         verdict = "--confirm will refuse until the broker stops" if state.held else "free"

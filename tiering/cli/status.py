@@ -28,6 +28,7 @@ from tiering.retention.admin import KafkaConfigReader
 from tiering.retention.configs import last_seen, read_configs
 from tiering.retention.inputs import partition_views
 from tiering.retention.plan import plan_retention
+from tiering.rollback import confirm
 from tiering.status import PartitionStatus, build_status
 from tiering.store.errors import StoreError
 from tiering.store.manifest import ManifestError, fetch_manifest
@@ -75,13 +76,14 @@ def main(args: argparse.Namespace) -> int:
 def collect(config: Config, leadership: LeadershipSource | None = None,
             config_source: TopicConfigSource | None = None) -> tuple[dict, list[PartitionStatus], str | None]:
     scan = scan_log_dirs(config.kafka.log_dirs)
-    records, disabled = [], frozenset()
+    records, disabled, rollbacks = [], frozenset(), {}
     configs = TopicConfigs(bool(config.kafka.bootstrap_servers))
     if (config.state.dir / "journal.sqlite").exists():
         journal = Journal(config.state.dir)
         records = journal.all()
         disabled = frozenset(journal.disabled_topics())
         configs = last_seen(config, journal)
+        rollbacks = confirm.load(journal.get_meta(confirm.JOURNAL_KEY))
         journal.close()
     now_ms = int(time.time() * 1000)
     configs = _read_configs(config, scan, records, configs, now_ms, config_source)
@@ -131,6 +133,11 @@ def collect(config: Config, leadership: LeadershipSource | None = None,
         "store": {"bucket": config.store.bucket, "prefix": config.store.prefix, "error": store_error},
         "topic_configs": {"from_kafka": configs.from_kafka, "read_at_ms": configs.read_at_ms, "error": configs.error},
         "cluster": cluster,
+        # rollback --delete-remote: store copies waiting for the cluster to confirm (state
+        # restored, waiting or undone, with the last check's words)
+        "rollbacks": [{"partition": name, "topic": p.topic, "log_start": p.first_offset, "state": p.state,
+                       "detail": p.detail, "requested_at_ms": p.requested_at_ms, "checked_at_ms": p.checked_at_ms}
+                      for name, p in sorted(rollbacks.items())],
     }
     return document, rows, store_error
 
@@ -201,6 +208,12 @@ def print_table(rows: list[PartitionStatus], document: dict) -> None:
         print("\nNot tiered:")
         for name, skipped in reasons:
             print(f"  {name} @{skipped.base_offset}: {skipped.reason}")
+    if document["rollbacks"]:
+        print("\nRollbacks whose store copies wait for the cluster (rollback --delete-remote):")
+        for entry in document["rollbacks"]:
+            loud = "UNDONE: " if entry["state"] == confirm.UNDONE else ""
+            print(f"  {entry['partition']}: {loud}{entry['detail'] or 'not checked yet'} (restored log start "
+                  f"{entry['log_start']})")
     if document["anomalies"]:
         print("\nSkipped in the log dirs:")
         for anomaly in document["anomalies"]:

@@ -12,6 +12,11 @@ Precedence, per key (design.md "Topic configs"):
   default says nothing the operator chose: the sidecar's own defaults stand);
 - without `kafka.bootstrap_servers` the TOML alone, as before, and compaction falls back to
   `cleaner-offset-checkpoint`.
+`remote.storage.enable` (KIP-405's per-topic switch, false by Kafka's built-in default): the
+sidecar tiers by default, so the built-in default says nothing; a value the cluster states
+for the topic keeps it out of tiering: `false` is the operator turning tiering off for it,
+`true` means Kafka's own tiered storage holds it (Kafka refuses `true` on a broker without
+`remote.log.storage.system.enable`). No TOML switch: `kafka.include` is the opt-in.
 With bootstrap servers set, a topic whose config was never read (the cluster unreachable
 since the sidecar first saw the topic) is held: not tiered (it may be compacted) and nothing
 of it deleted in either tier, until its config is read.
@@ -31,7 +36,8 @@ from tiering.kafka.logdir import LogDirState
 # The topic configs read from Kafka, with the TOML key each one stands for.
 RETENTION_KEYS = {"retention.ms": "retention_ms", "retention.bytes": "retention_bytes",
                   "local.retention.ms": "local_retention_ms", "local.retention.bytes": "local_retention_bytes"}
-CONFIG_NAMES = ("cleanup.policy", *RETENTION_KEYS, "remote.storage.enable")
+REMOTE_STORAGE = "remote.storage.enable"
+CONFIG_NAMES = ("cleanup.policy", *RETENTION_KEYS, REMOTE_STORAGE)
 KAFKA_DEFAULT = "DEFAULT_CONFIG"          # Kafka's built-in default: nobody chose it
 Entry = tuple[str | None, str]             # (value, Kafka's config source name)
 
@@ -71,6 +77,16 @@ class TopicConfig:
         except ValueError:
             return None
 
+    def remote_storage(self) -> tuple[bool, str] | None:
+        """(remote.storage.enable, source) when the cluster states it: a topic override, not
+        Kafka's built-in default (false), which every topic of a cluster without KIP-405's
+        tiered storage has and which says nothing about this sidecar."""
+        entry = self.entries.get(REMOTE_STORAGE)
+        if entry is None or entry[0] is None or entry[1] == KAFKA_DEFAULT:
+            return None
+        value = entry[0].strip().lower()
+        return (value == "true", entry[1]) if value in ("true", "false") else None
+
 
 @dataclass(frozen=True)
 class TopicConfigs:
@@ -94,6 +110,15 @@ class TopicConfigs:
                     "cleanup.policy is known" + (f"; {self.error}" if self.error else ""))
         if known.compacted:
             return f"cleanup.policy={known.cleanup_policy} (Kafka never tiers compacted topics)"
+        remote = known.remote_storage()
+        if remote is not None and remote[0]:
+            # Kafka's own RemoteLogManager tiers it: a second copy by us would be wasted, and a
+            # DeleteRecords for local retention would move its remote log start too.
+            return (f"remote.storage.enable=true ({remote[1]}): Kafka's own tiered storage (KIP-405) holds this "
+                    "topic; the sidecar leaves it alone")
+        if remote is not None:
+            return (f"remote.storage.enable=false ({remote[1]}): tiering is turned off for this topic in Kafka "
+                    "(kafka-configs.sh --alter --delete-config remote.storage.enable turns it back on)")
         return None
 
     def to_json(self) -> str:
@@ -125,9 +150,15 @@ class EffectiveRetention:
     retention_bytes: int
     sources: Mapping[str, str]
     hold: str | None = None
+    # remote.storage.enable as Kafka described it (value, `kafka:<config source>`), shown in
+    # status; None without bootstrap servers or before the topic's config was read.
+    remote_storage: tuple[str | None, str] | None = None
 
     def to_json(self) -> dict:
-        return {key: {"value": getattr(self, key), "source": self.sources[key]} for key in RETENTION_KEYS.values()}
+        shown = {key: {"value": getattr(self, key), "source": self.sources[key]} for key in RETENTION_KEYS.values()}
+        if self.remote_storage is not None:
+            shown["remote_storage_enable"] = {"value": self.remote_storage[0], "source": self.remote_storage[1]}
+        return shown
 
 
 def effective_retention(config: Config, topic: str, configs: TopicConfigs) -> EffectiveRetention:
@@ -152,8 +183,10 @@ def effective_retention(config: Config, topic: str, configs: TopicConfigs) -> Ef
     hold = None
     if configs.from_kafka and known is None:
         hold = "topic config not read from Kafka yet: nothing deleted until it is"
+    remote = known.entries.get(REMOTE_STORAGE) if known is not None else None
     return EffectiveRetention(values["local_retention_ms"], values["local_retention_bytes"], values["retention_ms"],
-                              values["retention_bytes"], MappingProxyType(sources), hold)
+                              values["retention_bytes"], MappingProxyType(sources), hold,
+                              (remote[0], f"kafka:{remote[1]}") if remote is not None else None)
 
 
 def _toml_source(config: Config, topic: str, key: str, has_table: bool) -> str:

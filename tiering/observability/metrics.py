@@ -44,6 +44,8 @@ class Metrics:
     disabled_topics: Gauge
     cluster_reachable: Gauge
     cluster_partitions: Gauge
+    rollback_pending: Gauge
+    rollback_undone: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -105,4 +107,10 @@ class Metrics:
             cluster_partitions=Gauge("tiering_cluster_partitions", "Cluster mode: local partitions by this "
                                      "broker's role (leader, follower, unknown) at the last look",
                                      ["role"], registry=r),
+            rollback_pending=Gauge("tiering_rollback_pending_partitions", "Rolled-back partitions whose store "
+                                   "copies wait for the cluster to confirm the restored log start "
+                                   "(rollback --delete-remote)", registry=r),
+            rollback_undone=Gauge("tiering_rollback_undone_partitions", "Rolled-back partitions whose rollback "
+                                  "Kafka undid (log start moved up again); their store copies are kept",
+                                  registry=r),
         )

@@ -8,8 +8,8 @@ after a rollback can undo it within minutes. Deleting the store's copies before 
 has shown it kept the restored offsets could leave them nowhere.
 
 So the restoring command only records, per partition, the first offset it restored (in the
-journal). A later `rollback --delete-remote --confirm`, run once the broker is up, asks the
-cluster (ListOffsets earliest, answered by the partition's leader) and this broker's own
+journal). A later `rollback --delete-remote --confirm`, or the daemon's pass, once the
+broker is up, asks the cluster (ListOffsets earliest, answered by the partition's leader) and this broker's own
 log-start-offset-checkpoint:
 - both at the recorded first offset: the store's copies are deleted (each verified against
   the local file first, as before);
@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 JOURNAL_KEY = "rollback_delete_remote"
 DELETE, UNDONE, WAIT = "delete", "undone", "wait"
+# A record's state: restored (not checked yet), waiting, undone; confirmed ones are dropped.
+RESTORED, WAITING, CONFIRMED = "restored", "waiting", "confirmed"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class PendingDeletion:
     partition: int
     first_offset: int            # the first offset on disk after the restore
     requested_at_ms: int
+    # The last check's verdict (records from before it read as never checked).
+    state: str = RESTORED
+    detail: str = ""
+    checked_at_ms: int | None = None
 
     @property
     def name(self) -> str:
@@ -48,7 +54,8 @@ class Decision:
 
 def decide(pending: PendingDeletion, earliest: int | None, local_start: int | None) -> Decision:
     """`earliest`: the cluster's answer to ListOffsets earliest (None: not asked or no
-    answer); `local_start`: this broker's log-start-offset-checkpoint entry (None: none)."""
+    answer); `local_start`: this broker's log start (tiering.rollback.deletion.replica_log_start:
+    its log-start-offset-checkpoint entry, never below its first segment; None: unknown)."""
     first = pending.first_offset
     if local_start is not None and local_start > first:
         return Decision(UNDONE, f"rollback undone: this broker's log start is {local_start}, above the restored "

@@ -29,18 +29,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tiering.errors import RefusedError, TieringError
-from tiering.files import file_crc32c
-from tiering.journal import Journal, SegmentId
+from tiering.journal import Journal
 from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.lock import BrokerRunning, broker_stopped
-from tiering.kafka.names import segment_file_name
 from tiering.rollback import confirm
+from tiering.rollback.deletion import EarliestOffsets, RemoteCopies, record
 from tiering.rollback.plan import PartitionPlan
 from tiering.rollback.progress import Progress
 from tiering.rollback.restore import PartitionResult, PartitionRestorer, update_leader_epochs, update_log_start
-from tiering.store.errors import StoreError
-from tiering.store.keys import PartitionPath
-from tiering.store.manifest import SegmentManifest
 from tiering.store.protocol import ObjectStore
 from tiering.units import format_bytes
 
@@ -256,70 +252,24 @@ class Rollback:
             if plan.name not in pending:
                 pending[plan.name] = confirm.PendingDeletion(plan.topic, plan.topic_id, plan.partition,
                                                              plan.first_offset, now)
-        earliest: dict[tuple[str, int], int] = {}
-        if candidates:
-            if earliest_offsets is None:
-                asked_error = "kafka.bootstrap_servers is not set, so the cluster cannot be asked"
-            else:
-                try:
-                    earliest = earliest_offsets([(p.topic, p.partition) for p in candidates])
-                    asked_error = None
-                except TieringError as exc:
-                    asked_error = str(exc)
-            if asked_error:
-                self.log.warning("the cluster could not be asked for the log start", error=asked_error)
-        for plan in candidates:
-            decision = confirm.decide(pending[plan.name], earliest.get((plan.topic, plan.partition)), plan.log_start)
-            if decision.action == confirm.DELETE:
-                if self._delete_remote(PartitionResult(plan), report):
-                    del pending[plan.name]
-            elif decision.action == confirm.UNDONE:
-                report.undone.append(f"{plan.name}: {decision.reason}")
-                self.log.error("rollback undone by Kafka; store copies kept", topic=plan.topic,
-                               partition=plan.partition, detail=decision.reason)
-            else:
-                report.kept.append(f"{plan.name}: {decision.reason}")
-                self.log.warning("store copies kept", topic=plan.topic, partition=plan.partition,
-                                 detail=decision.reason)
         self.journal.set_meta(confirm.JOURNAL_KEY, confirm.dump(pending))
-
-    def _delete_remote(self, result: PartitionResult, report: RollbackReport) -> bool:
-        plan = result.plan
-        assert plan.topic_id is not None
-        verified: list[SegmentManifest] = list(result.restored)   # each file checked as it was written
-        for manifest in (*plan.local_copies, *plan.duplicates):
-            log_entry = manifest.object("log")
-            local = plan.path / segment_file_name(manifest.base_offset, "log")
-            try:
-                local_sum = file_crc32c(local)
-            except OSError:
-                local_sum = None    # a link, FIFO or unreadable file is no verified copy
-            if log_entry is None or local_sum != (log_entry.size, log_entry.crc32c):
-                report.failures.append(f"{plan.name}: the store's copy of segment {manifest.base_offset} differs from "
-                                       f"the local {local} (or it is gone); that copy stays in the store")
-                continue
-            verified.append(manifest)
-        if not verified:
-            return False
-        path = PartitionPath(self.prefix, plan.topic, plan.topic_id, plan.partition, self.hash_prefix)
-        manifest_keys = [path.segment(m.base_offset, m.uid).manifest_key for m in verified]
-        data_keys = [o.key for m in verified for o in m.objects]
-        try:
-            # Manifests first: a segment without one no longer exists for anybody, so a stop
-            # between the two calls leaves only orphans, which the daemon's sweep removes.
-            self.store.delete_objects(manifest_keys)
-            self.store.delete_objects(data_keys)
-        except StoreError as exc:
-            report.failures.append(f"{plan.name}: removing the store's copies failed: {exc}; rerun to finish")
-            return False
-        for manifest in verified:
-            self.journal.forget(SegmentId(plan.topic, plan.topic_id, plan.partition, manifest.base_offset))
-        report.remote_deleted[plan.name] = len(verified)
-        self.log.info("store copies removed", topic=plan.topic, partition=plan.partition, segments=len(verified))
-        return not any(f.startswith(f"{plan.name}: ") for f in report.failures)
-
-
-EarliestOffsets = Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]
+        copies = RemoteCopies(self.store, self.log, prefix=self.prefix, hash_prefix=self.hash_prefix,
+                              now_ms=self.now_ms)
+        outcome = copies.settle(candidates, pending, earliest_offsets)
+        if outcome.asked_error:
+            self.log.warning("the cluster could not be asked for the log start", error=outcome.asked_error)
+        report.failures += outcome.failures
+        report.remote_deleted.update(outcome.removed)
+        for name, checked in sorted(outcome.checked.items()):
+            if checked.state == confirm.UNDONE:
+                report.undone.append(f"{name}: {checked.detail}")
+                self.log.error("rollback undone by Kafka; store copies kept", topic=checked.topic,
+                               partition=checked.partition, detail=checked.detail)
+            elif checked.state == confirm.WAITING:
+                report.kept.append(f"{name}: {checked.detail}")
+                self.log.warning("store copies kept", topic=checked.topic, partition=checked.partition,
+                                 detail=checked.detail)
+        record(self.journal, outcome)
 
 
 def _remote_copies(plan: PartitionPlan) -> bool:
