@@ -184,3 +184,13 @@ def test_every_covered_offset_is_in_exactly_one_piece_from_the_best_link(links):
     expected = {tuple(sorted((a.uid, b.uid))) for i, a in enumerate(links) for b in links[i + 1:]
                 if a.base_offset <= b.end_offset and b.base_offset <= a.end_offset}
     assert {tuple(sorted(p)) for p in overlapping} == expected
+
+
+def test_covers_stops_at_a_gap_of_one_offset_and_pieces_within_keeps_pieces_touching_the_range():
+    a, b = link(0, 9), link(11, 19)
+    chain = Chain.of([a, b])
+    assert chain.gaps() == ((10, 10),)
+    assert not chain.covers(0, 19) and not chain.covers(9, 11) and chain.covers(11, 19) and chain.covers(0, 9)
+    # a piece whose last offset is the range's first, and one whose first is the range's last
+    assert chain.pieces_within(9, 11) == (ChainPiece(a, 9, 9), ChainPiece(b, 11, 11))
+    assert chain.pieces_within(10, 10) == ()

@@ -47,7 +47,9 @@ def test_claim_round_trip_and_garbage():
     assert parse_claim(mine.to_json(), 0) == mine
     for garbage in (b"", b"{", b"[]", b'{"broker_id": "3", "leader_epoch": 1, "uid": "x", "created_at_ms": 1}',
                     b'{"broker_id": 3, "leader_epoch": true, "uid": "x", "created_at_ms": 1}',
-                    b'{"broker_id": 3, "leader_epoch": 1, "uid": "x", "created_at_ms": null}', b"\xff"):
+                    b'{"broker_id": 3, "leader_epoch": 1, "uid": "x", "created_at_ms": null}',
+                    b'{"broker_id": 3, "leader_epoch": 1, "uid": "x", "created_at_ms": "7"}',
+                    b'{"broker_id": 3, "leader_epoch": 1, "uid": 5, "created_at_ms": 1}', b"\xff"):
         assert parse_claim(garbage, 42) == Claim(None, None, "", 42)
 
 
@@ -66,3 +68,26 @@ def test_claim_key_is_ours_and_never_a_segment_stem(hash_prefix):
     for not_ours in (key + ".x", key.replace(".claim", "-.claim"), key.replace("1234.claim", "123.claim"),
                      key.replace(".claim", ".claims"), f"cluster-a/nested/{key}", key.replace("cluster-a/", "other/")):
         assert layout.parse(not_ours) is None, not_ours
+
+
+def test_take_claim_on_a_store_creates_yields_waits_and_reads_garbage_as_an_unknown_writer():
+    """take_claim against the in-memory store (the same port as the S3 adapter; the real
+    conditional write is tested on moto in tests/integration/test_cluster_store.py)."""
+    from tests.unit.memstore import MemoryStore
+    from tiering.cluster.claims import take_claim
+    store = MemoryStore()
+    new, old = claim(2, 6, created=NOW), claim(1, 5, created=NOW)
+    outcome = take_claim(store, "k1", new, NOW, TIMEOUT)
+    assert (outcome.verdict, outcome.holder, outcome.describe()) == (PROCEED, None, "claimed")
+    assert parse_claim(store.objects["k1"], 0) == new
+    stale = take_claim(store, "k1", old, NOW, TIMEOUT)
+    assert (stale.verdict, stale.holder) == (YIELD, new)
+    assert stale.describe() == f"claimed by broker 2 (leader epoch 6) at {NOW}"
+    assert parse_claim(store.objects["k1"], 0) == new                 # the loser wrote nothing
+    same_epoch = take_claim(store, "k1", claim(3, 6), NOW + 1, TIMEOUT)
+    assert (same_epoch.verdict, same_epoch.holder) == (WAIT, new)
+    store.objects["k2"] = b"not json"        # the in-memory store reports it written at time 0
+    unknown = take_claim(store, "k2", new, TIMEOUT - 1, TIMEOUT)
+    assert unknown.verdict == WAIT and unknown.holder == Claim(None, None, "", 0)
+    assert take_claim(store, "k2", new, TIMEOUT, TIMEOUT).verdict == PROCEED
+    assert unknown.describe().startswith("claimed by an unknown writer (no epoch) at ")
