@@ -49,9 +49,6 @@ def rollback(sidecar, topic: str, *flags: str):
     return run_cli("rollback", "--config", str(sidecar.config), "--topic", topic, "--confirm", *flags, timeout=300)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22: after Kafka undid the rollback (broker up), the dry run plans "
-                                       "the restore again (exit 0, no 'undone') and --confirm refuses on the "
-                                       "broker's lock (exit 3) instead of reporting the replica undone")
 def test_rolling_back_one_replica_is_undone_by_kafka_reported_and_nothing_is_lost(cluster, s3, sidecars_for):
     topic = "rbone"
     sidecars, sent, start = offloaded_topic(cluster, sidecars_for, s3, topic)

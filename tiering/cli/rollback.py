@@ -12,11 +12,13 @@ from tiering.cli.main import add_config_argument
 from tiering.cli.table import aligned
 from tiering.clock import SystemClock
 from tiering.config import Config, load_config
-from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from tiering.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, TieringError, UsageError
 from tiering.journal import Journal
 from tiering.kafka.lock import probe_lock
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.observability.logging import configure_logging
+from tiering.rollback import confirm
+from tiering.rollback.deletion import replica_log_start
 from tiering.rollback.inputs import Selection, gather_plans, select_partitions
 from tiering.rollback.plan import PartitionPlan
 from tiering.rollback.progress import Progress, ProgressBar, ProgressEvents
@@ -76,10 +78,42 @@ def main(args: argparse.Namespace) -> int:
         if not args.confirm:
             this_broker = next((s.broker_id for s in scan.log_dirs if s.broker_id is not None), None)
             print_plan(sys.stdout, plans, selection, args.delete_remote, replicas, this_broker, f"{command} --confirm")
-            return EXIT_OK
+            undone = undone_rollbacks(config, plans)
+            for line in undone:
+                print(f"tiering: {line}", file=sys.stderr)
+            return EXIT_FAILED if undone else EXIT_OK
         return _confirmed(args, config, store, plans, topics, keep_free, clock, command)
     finally:
         store.close()
+
+
+def undone_rollbacks(config: Config, plans: list[PartitionPlan]) -> list[str]:
+    """The earlier `--delete-remote` rollbacks of these partitions that Kafka undid (this
+    broker's log start moved above the restored one), checked without changing anything: the
+    dry run says so rather than planning the same restore again as if nothing had happened."""
+    if not config.kafka.bootstrap_servers or not (config.state.dir / "journal.sqlite").exists():
+        return []
+    journal = Journal(config.state.dir)
+    try:
+        pending = confirm.load(journal.get_meta(confirm.JOURNAL_KEY))
+    finally:
+        journal.close()
+    checked = [p for p in plans if p.name in pending and not p.refused and not p.left
+               and p.topic_id == pending[p.name].topic_id]
+    if not checked:
+        return []
+    try:
+        earliest = KafkaLogStarts(config.kafka.bootstrap_servers)([(p.topic, p.partition) for p in checked])
+    except TieringError:
+        return []       # the cluster cannot be asked: nothing can be said either way
+    lines = []
+    for plan in checked:
+        decision = confirm.decide(pending[plan.name], earliest.get((plan.topic, plan.partition)),
+                                  replica_log_start(plan))
+        if decision.action == confirm.UNDONE:
+            lines.append(f"{plan.name}: the earlier rollback was undone by Kafka ({decision.reason}); the store's "
+                         "copies are kept; follow the replicated-topic procedure (README, Rollback)")
+    return lines
 
 
 def _confirmed(args: argparse.Namespace, config: Config, store: Any, plans: list[PartitionPlan], topics: list[str],

@@ -135,6 +135,15 @@ class Rollback:
                 try:
                     self._lock(locks, log_dir)
                 except BrokerRunning as exc:
+                    if delete_remote and self._all_pending(writes):
+                        # Run again with the broker up, as the procedure says, after Kafka
+                        # took the restored segments away again: the confirmation step says
+                        # "undone" (exit 1) and keeps the copies; restoring needs the broker
+                        # stopped and is not what was asked.
+                        locks.close()
+                        report = RollbackReport()
+                        self._delete_remote_confirmed(plans, report, earliest_offsets)
+                        return report
                     raise RefusedError(f"{log_dir}: {exc.state.detail}; stop the broker on this log dir before a "
                                        "rollback (nothing was changed)") from None
             for space in sorted(set(disk_space(writes).values()), key=lambda s: s.log_dirs):
@@ -151,6 +160,12 @@ class Rollback:
         if delete_remote and not report.interrupted:
             self._delete_remote_confirmed(plans, report, earliest_offsets)
         return report
+
+    def _all_pending(self, writes: list[PartitionPlan]) -> bool:
+        """Whether every partition this run would write was restored before with --delete-remote
+        and still waits for the cluster's confirmation."""
+        pending = confirm.load(self.journal.get_meta(confirm.JOURNAL_KEY))
+        return bool(writes) and all(p.name in pending for p in writes)
 
     def _lock(self, locks: ExitStack, log_dir: Path) -> None:
         """Take the log dir's lock for the whole rollback. A tiering daemon holds it for a few
