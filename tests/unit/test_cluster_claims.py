@@ -2,7 +2,8 @@
 
 import pytest
 
-from tiering.cluster.claims import PROCEED, WAIT, YIELD, Claim, claim_verdict, parse_claim
+from tiering.cluster.claims import PROCEED, WAIT, YIELD, Claim, ClaimOutcome, claim_verdict, parse_claim
+from tiering.store.errors import ErrorClass, ObjectTooLarge, StoreError
 from tiering.store.keys import KeyLayout
 
 TOPIC_ID = "4A8VWD3ZTJa4i2ZbnSPb8A"
@@ -91,3 +92,47 @@ def test_take_claim_on_a_store_creates_yields_waits_and_reads_garbage_as_an_unkn
     assert unknown.verdict == WAIT and unknown.holder == Claim(None, None, "", 0)
     assert take_claim(store, "k2", new, TIMEOUT, TIMEOUT).verdict == PROCEED
     assert unknown.describe().startswith("claimed by an unknown writer (no epoch) at ")
+
+
+def test_take_claim_when_the_claim_vanishes_is_too_large_or_dates_from_the_objects_time():
+    from tests.unit.memstore import MemoryStore
+    from tiering.cluster.claims import MAX_CLAIM_BYTES, take_claim
+    from tiering.store.protocol import ObjectInfo
+
+    class Store(MemoryStore):
+        """Holds `key` (the create-only put loses) but answers as the test says."""
+        def __init__(self, get=None, written_s=None):
+            super().__init__()
+            self.get, self.written_s = get, written_s
+
+        def put_if_absent(self, key, data):
+            return False
+
+        def get_bytes(self, key, max_bytes):
+            return self.get(key, max_bytes)
+
+        def head(self, key):
+            return None if self.written_s is None else ObjectInfo(key, 1, "e", self.written_s)
+
+    mine = claim(2, 6)
+
+    def gone(key, max_bytes):
+        raise StoreError(ErrorClass.NOT_FOUND, "get", key, "no such key")
+    # swept between our create-only put and the read: ask again later (no holder to judge)
+    assert take_claim(Store(gone), "k", mine, NOW, TIMEOUT) == ClaimOutcome(WAIT)
+
+    def huge(key, max_bytes):
+        raise ObjectTooLarge("get", key, max_bytes + 1, max_bytes)
+    # too large to be a claim: an unknown writer's, dated by the object (2,000.5 s -> ms)
+    found = take_claim(Store(huge, 2_000.5), "k", mine, 2_000_500 + TIMEOUT - 1, TIMEOUT)
+    assert (found.verdict, found.holder) == (WAIT, Claim(None, None, "", 2_000_500))
+    assert take_claim(Store(huge, 2_000.5), "k", mine, 2_000_500 + TIMEOUT, TIMEOUT).verdict == PROCEED
+    # no HEAD answer either: dated now, so waited out from now
+    undated = take_claim(Store(huge, None), "k", mine, NOW, TIMEOUT)
+    assert (undated.verdict, undated.holder) == (WAIT, Claim(None, None, "", NOW))
+
+    def broken(key, max_bytes):
+        raise StoreError(ErrorClass.RETRYABLE, "get", key, "503")
+    with pytest.raises(StoreError):
+        take_claim(Store(broken), "k", mine, NOW, TIMEOUT)
+    assert MAX_CLAIM_BYTES >= len(mine.to_json())
