@@ -19,6 +19,7 @@ from tiering.kafka.records import build_batch
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.simulate import SimulatedBroker
 from tiering.store.errors import ErrorClass, StoreError
+from tiering.store.keys import PartitionPath
 from tiering.store.manifest import MAX_TIMESTAMP_MS, parse_manifest
 from tiering.upload import segment as worker
 from tiering.upload.buffers import PartBuffers
@@ -102,13 +103,20 @@ class AnswersOtherETags(MemoryStore):
         return "answered-" + key[-4:]
 
 
-@pytest.mark.parametrize("part_bytes", [1024, None])
-def test_the_log_etag_is_the_upload_answer_for_one_put_and_the_heads_for_parts(broker, part_bytes):
+@pytest.mark.parametrize("part_bytes", [1024, None, "size"])
+def test_the_log_etag_is_the_upload_answer_for_one_put_and_the_heads_for_parts(broker, part_bytes, monkeypatch):
     t = target(broker, 0)
     size = t.segment.log_path.stat().st_size
     assert 3 * 1024 < size < 4 * 1024
+    # Walked in windows smaller than a part (1 MiB in production): each part's CRC-32C, which
+    # the store checks, is combined from its windows'.
+    monkeypatch.setattr(worker, "WALK_WINDOW_BYTES", 300)
     store = AnswersOtherETags()
-    buffers = PartBuffers(1, part_bytes) if part_bytes else None
+    if part_bytes == "size":        # exactly one part buffer: one PUT
+        part_bytes = None
+        buffers = PartBuffers(1, size)
+    else:
+        buffers = PartBuffers(1, part_bytes) if part_bytes else None
     manifest = offload_segment(t, store, lambda: 1, buffers=buffers)
     log_key = t.keys.object_key("log")
     log = manifest.object("log")
@@ -121,6 +129,18 @@ def test_the_log_etag_is_the_upload_answer_for_one_put_and_the_heads_for_parts(b
     else:
         assert [len(p) for p in store.sent_parts[log_key]] == [size]
         assert log.etag == "answered-.log" and ("head", log_key) not in store.calls
+
+
+def test_a_target_names_the_hashed_path_and_the_leader_epoch_the_manifest_records(broker):
+    partition = partition_of(broker)
+    t = target_for(partition.segments[1], partition, "cluster-a/", True, 7, UID, leader_epoch=5)
+    assert t.keys == PartitionPath("cluster-a/", "orders", partition.topic_id, 0, True).segment(30, UID)
+    assert t.keys != target(broker, 1).keys and t.leader_epoch == 5
+    store = MemoryStore()
+    manifest = offload_segment(t, store, lambda: 1)
+    assert manifest.leader_epoch == 5
+    assert parse_manifest(store.objects[t.keys.manifest_key], t.keys.manifest_key).leader_epoch == 5
+    assert offload_segment(target(broker, 1), store, lambda: 1).leader_epoch is None
 
 
 def test_the_leader_epoch_object_holds_the_epochs_up_to_the_segments_last_offset(broker):
