@@ -12,6 +12,7 @@ answer (`answer`) and read what was asked, in order (`calls`).
 from __future__ import annotations
 
 import hashlib
+import crc32c
 from typing import BinaryIO, Callable, Iterator, Sequence
 
 from tiering.store.errors import ErrorClass, ObjectTooLarge, StoreError
@@ -28,6 +29,8 @@ class MemoryStore:
         self.answer: Callable[[str, str], None] = lambda operation, key: None
         self.download_sizes: list[int] = []        # the size each download_into was told
         self.piece = 1024
+        self.sent_parts: dict[str, list[bytes]] = {}   # upload_parts: each part's bytes as they arrived
+        self.damage: Callable[[str, bytes], bytes] = lambda key, data: data
 
     def _call(self, operation: str, key: str) -> None:
         self.calls.append((operation, key))
@@ -35,10 +38,21 @@ class MemoryStore:
 
     def upload_parts(self, key: str, size: int, parts, whole_crc: Callable[[], int]) -> str:
         """As the S3 adapter's: the parts are consumed in order (their buffers reused after
-        each), then the whole object's CRC-32C is asked for once; the object lands whole."""
+        each), then the whole object's CRC-32C is asked for once; the object lands whole.
+        As S3 with checksums, each part's CRC-32C and the whole object's (and the length) are
+        checked against the bytes that arrived (`damage` changes them on the way): a mismatch
+        is refused (BadDigest) and nothing lands. `sent_parts`: the bytes of each part."""
         self._call("upload", key)
-        body = b"".join(bytes(view) for view, _ in parts)
-        whole_crc()
+        sent = self.sent_parts.setdefault(key, [])
+        sent.clear()
+        for view, crc in parts:
+            arrived = self.damage(key, bytes(view))
+            sent.append(arrived)
+            if crc32c.crc32c(arrived) != crc:
+                raise StoreError(ErrorClass.RETRYABLE, "upload", key, "BadDigest: part checksum mismatch")
+        body = b"".join(sent)
+        if crc32c.crc32c(body) != whole_crc() or len(body) != size:
+            raise StoreError(ErrorClass.RETRYABLE, "upload", key, "BadDigest: object checksum or length mismatch")
         self.objects[key] = body
         return hashlib.md5(body).hexdigest()
 
