@@ -337,14 +337,7 @@ class RetentionRunner:
         if manifest.end_offset != segment.end_offset or manifest.size_bytes != segment.size:
             return (f"the store's copy covers {manifest.base_offset}..{manifest.end_offset} in {manifest.size_bytes} "
                     f"bytes, the local one {segment.base_offset}..{segment.end_offset} in {segment.size}")
-        for entry in manifest.objects:
-            info = listing.get(entry.key)
-            if info is None:
-                return f"object {entry.key} is missing from the store"
-            if info.size != entry.size or (entry.etag and info.etag != entry.etag):
-                return (f"object {entry.key} is {info.size} bytes (ETag {info.etag}) in the store, the manifest "
-                        f"recorded {entry.size} (ETag {entry.etag})")
-        return None
+        return _objects_unlike(manifest, listing)
 
     def _check_chain(self, chain: RemoteChain, segment: LocalSegment, layout: KeyLayout) -> str | None:
         """Every upload serving the segment's offsets is in the store as its manifest says."""
@@ -362,13 +355,9 @@ class RetentionRunner:
                 return f"the store could not be checked: {exc}"
             if link.manifest_key not in listing:
                 return f"its manifest {link.manifest_key} is not in the store"
-            for entry in manifest.objects:
-                info = listing.get(entry.key)
-                if info is None:
-                    return f"object {entry.key} is missing from the store"
-                if info.size != entry.size or (entry.etag and info.etag != entry.etag):
-                    return (f"object {entry.key} is {info.size} bytes (ETag {info.etag}) in the store, the manifest "
-                            f"recorded {entry.size} (ETag {entry.etag})")
+            unlike = _objects_unlike(manifest, listing)
+            if unlike is not None:
+                return unlike
         return None
 
     def _unlink_partition(self, view: PartitionView, plan: RetentionPlan, work: _Pass) -> None:
@@ -473,3 +462,15 @@ def record_report(journal: Any, report: RetentionReport, now_ms: int) -> None:
         journal.mark_expired(sid, reason, now_ms)
     for sid in report.forgotten:
         journal.forget(sid)
+
+
+def _objects_unlike(manifest: SegmentManifest, listing: dict) -> str | None:
+    """Why the store's listing does not hold the manifest's objects as it recorded them."""
+    for entry in manifest.objects:
+        info = listing.get(entry.key)
+        if info is None:
+            return f"object {entry.key} is missing from the store"
+        if info.size != entry.size or (entry.etag and info.etag != entry.etag):
+            return (f"object {entry.key} is {info.size} bytes (ETag {info.etag}) in the store, the manifest "
+                    f"recorded {entry.size} (ETag {entry.etag})")
+    return None

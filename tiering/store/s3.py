@@ -195,23 +195,22 @@ class S3Store:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def put_bytes(self, key: str, data: bytes) -> str:
+    def _charge(self, key: str, size: int) -> None:
         try:
             if self.limiter is not None:
-                self.limiter.charge(len(data))
+                self.limiter.charge(size)
         except Cancelled:
             raise StoreError(ErrorClass.RETRYABLE, "put", key, "cancelled: shutting down") from None
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        self._charge(key, len(data))
         with store_call("put", key):
             response = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **self._extra,
                                               **self._checksum_args(crc32c.crc32c(data)))
             return str(response.get("ETag", "")).strip('"')
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        try:
-            if self.limiter is not None:
-                self.limiter.charge(len(data))
-        except Cancelled:
-            raise StoreError(ErrorClass.RETRYABLE, "put", key, "cancelled: shutting down") from None
+        self._charge(key, len(data))
         with store_call("put", key):
             try:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **self._extra)
