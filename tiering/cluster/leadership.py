@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Iterable, Mapping, Protocol
 
+from tiering.retention.admin import AdminError, LazyAdmin, _describe
+
 PartitionKey = tuple[str, int]
 
 LEADER, FOLLOWER, UNKNOWN = "leader", "follower", "unknown"
@@ -106,41 +108,27 @@ class StaticLeadership:
         pass
 
 
-class KafkaLeadership:
+class KafkaLeadership(LazyAdmin):
     """Metadata through kafka-python's admin client (connects on first use, so a sidecar
     starts while the cluster is down). kafka-python negotiates the highest MetadataRequest
     version both sides speak; from v7 each partition carries its leader epoch."""
 
     def __init__(self, bootstrap_servers: str, timeout_ms: int = 5_000, bootstrap_timeout_ms: int = 5_000):
-        self.bootstrap_servers = bootstrap_servers
-        self.timeout_ms = timeout_ms
-        self.bootstrap_timeout_ms = bootstrap_timeout_ms
-        self._client = None
+        super().__init__(bootstrap_servers, timeout_ms, bootstrap_timeout_ms)
 
     def describe(self, topics: Iterable[str]) -> dict[PartitionKey, PartitionLeadership]:
         from kafka.errors import KafkaError
-
-        from tiering.retention.admin import AdminError, _admin_client, _describe
         names = sorted(set(topics))
         if not names:
             return {}
         try:
-            if self._client is None:
-                self._client = _admin_client(self.bootstrap_servers, self.timeout_ms, self.bootstrap_timeout_ms)
-            described = self._client.describe_topics(names)
+            described = self._admin().describe_topics(names)
         except AdminError as exc:
             raise ClusterUnreachable(str(exc)) from None
         except KafkaError as exc:
             self.close()      # a fresh connection next time (the broker may have moved)
             raise ClusterUnreachable(f"Metadata on {self.bootstrap_servers}: {_describe(exc)}") from None
         return parse_metadata_topics(described or ())
-
-    def close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            finally:
-                self._client = None
 
 
 def parse_metadata_topics(topics: Iterable[Mapping]) -> dict[PartitionKey, PartitionLeadership]:

@@ -25,19 +25,34 @@ class RecordDeleter(Protocol):
     def close(self) -> None: ...
 
 
-class KafkaAdminDeleter:
-    """Connects on first use (a daemon must start even while the broker is down)."""
+class LazyAdmin:
+    """kafka-python's admin client, connected on first use (a daemon must start even while the
+    brokers are down) and dropped by `close()`, so the next use connects afresh. The base of
+    every adapter here that talks to the cluster through it."""
 
-    def __init__(self, bootstrap_servers: str, timeout_ms: int = 30_000, bootstrap_timeout_ms: int = 10_000):
+    def __init__(self, bootstrap_servers: str, timeout_ms: int, bootstrap_timeout_ms: int):
         self.bootstrap_servers = bootstrap_servers
         self.timeout_ms = timeout_ms
         self.bootstrap_timeout_ms = bootstrap_timeout_ms
         self._client = None
 
     def _admin(self):
+        """Raises AdminError when no broker can be reached."""
         if self._client is None:
             self._client = _admin_client(self.bootstrap_servers, self.timeout_ms, self.bootstrap_timeout_ms)
         return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+
+class KafkaAdminDeleter(LazyAdmin):
+    def __init__(self, bootstrap_servers: str, timeout_ms: int = 30_000, bootstrap_timeout_ms: int = 10_000):
+        super().__init__(bootstrap_servers, timeout_ms, bootstrap_timeout_ms)
 
     def delete_records(self, offsets: Mapping[PartitionKey, int]) -> dict[PartitionKey, str | None]:
         from kafka import TopicPartition
@@ -53,11 +68,6 @@ class KafkaAdminDeleter:
             except KafkaError as exc:
                 results[(topic, partition)] = _describe(exc)
         return results
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def _admin_client(bootstrap_servers: str, timeout_ms: int, bootstrap_timeout_ms: int):
@@ -78,15 +88,12 @@ def _admin_client(bootstrap_servers: str, timeout_ms: int, bootstrap_timeout_ms:
         raise AdminError(f"kafka.bootstrap_servers {bootstrap_servers}: {exc}") from None
 
 
-class KafkaConfigReader:
+class KafkaConfigReader(LazyAdmin):
     """The TopicConfigSource adapter: DescribeConfigs for the topics asked about (one request
     for them all), the tiering-relevant names only, with Kafka's config source of each."""
 
     def __init__(self, bootstrap_servers: str, timeout_ms: int = 10_000, bootstrap_timeout_ms: int = 5_000):
-        self.bootstrap_servers = bootstrap_servers
-        self.timeout_ms = timeout_ms
-        self.bootstrap_timeout_ms = bootstrap_timeout_ms
-        self._client = None
+        super().__init__(bootstrap_servers, timeout_ms, bootstrap_timeout_ms)
 
     def describe(self, topics: Iterable[str]) -> dict[str, dict[str, Entry]]:
         from kafka.admin import ConfigResource, ConfigResourceType
@@ -95,11 +102,10 @@ class KafkaConfigReader:
         if not names:
             return {}
         try:
-            if self._client is None:
-                self._client = _admin_client(self.bootstrap_servers, self.timeout_ms, self.bootstrap_timeout_ms)
+            admin = self._admin()
             resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs={n: None for n in CONFIG_NAMES})
                          for t in names]
-            answer = self._client.describe_configs(resources, config_filter="all")
+            answer = admin.describe_configs(resources, config_filter="all")
         except AdminError as exc:
             raise ConfigSourceError(str(exc)) from None
         except KafkaError as exc:
@@ -113,11 +119,6 @@ class KafkaConfigReader:
                 described[topic] = {name: (e.get("value"), str(e.get("config_source", "UNKNOWN")))
                                     for name, e in entries.items() if name in CONFIG_NAMES}
         return described
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def _describe(exc: Exception) -> str:
