@@ -20,10 +20,15 @@ from typing import Callable, Iterable
 from tiering.errors import TieringError, UsageError
 from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirScan
-from tiering.store.keys import KeyLayout
+from tiering.store.keys import KeyLayout, ParsedKey
 from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
 from tiering.read.remote_chain import RemoteChain, partition_manifest_keys
-from tiering.store.protocol import ObjectStore
+from tiering.store.protocol import ObjectInfo, ObjectStore
+
+
+# (layout, partition root, first local offset) -> the manifests listed below that offset, as
+# partition_manifest_keys answers: how a caller that caches the store's listing supplies it.
+Listing = Callable[[KeyLayout, str, "int | None"], list[tuple[ParsedKey, ObjectInfo]]]
 
 
 class UnknownPartition(UsageError):
@@ -100,6 +105,16 @@ class Catalog:
 
     def partition(self, topic: str, partition: int) -> PartitionView:
         local = next((p for p in self.scan.partitions if p.topic == topic and p.partition == partition), None)
+        high_watermark = None
+        if local is not None:
+            state = self.scan.log_dir_state(local.log_dir)
+            high_watermark = state.high_watermarks.get(TopicPartition(topic, partition))
+        return self.view(topic, partition, local, high_watermark)
+
+    def view(self, topic: str, partition: int, local: LocalPartition | None, high_watermark: int | None,
+             listing: Listing | None = None) -> PartitionView:
+        """The view of a partition from a local scan of it (None: not on this broker) and its
+        high watermark; `listing` lists its manifests (default: one LIST of the store now)."""
         topic_id = local.topic_id if local is not None else None
         if topic_id is None:
             ids = sorted(set(self._known_topic_ids(topic, partition)))
@@ -116,7 +131,10 @@ class Catalog:
         first_local = local.segments[0].base_offset if local and local.segments else None
         # A link starting at or above the first local segment serves nothing the local copy
         # does not; one starting below it is cut where the local segments take over.
-        listed = partition_manifest_keys(self.store, layout, root, below=first_local)
+        if listing is None:
+            listed = partition_manifest_keys(self.store, layout, root, below=first_local)
+        else:
+            listed = listing(layout, root, first_local)
         usable, unusable = [], []
         for _, info in listed:
             try:
@@ -132,10 +150,6 @@ class Catalog:
             last = piece.last if limit is None else min(piece.last, limit)
             if piece.first <= last:
                 remote.append(RemoteSegment(piece.first, piece.link.manifest_key, last, piece.link.base_offset))
-        high_watermark = None
-        if local is not None:
-            state = self.scan.log_dir_state(local.log_dir)
-            high_watermark = state.high_watermarks.get(TopicPartition(topic, partition))
         return PartitionView(topic, partition, topic_id, local, high_watermark, tuple(remote), tuple(unusable))
 
     def cached_manifest(self, key: str) -> SegmentManifest | None:

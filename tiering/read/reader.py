@@ -14,6 +14,7 @@ or the last stable offset (read_committed).
 from __future__ import annotations
 
 import struct
+import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from tiering.errors import TieringError
 from tiering.files import read_regular
 from tiering.kafka.batches import CRC_START, CURRENT_MAGIC, HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header
 from tiering.kafka.codecs import CodecError
+from tiering.kafka.indexes import TXN_ENTRY
 from tiering.kafka.logdir import LocalSegment
 from tiering.kafka.names import segment_file_name
 from tiering.kafka.records import Record, decode_batch
@@ -38,6 +40,8 @@ from tiering.read.visibility import READ_COMMITTED, READ_UNCOMMITTED, Visibility
 from tiering.upload.ratelimit import RateLimiter
 
 _LENGTH = struct.Struct(">qi")
+# Stored `.txnindex` files kept by the endpoint's aborted-transaction lookups (most are empty).
+_TXN_CACHE_ENTRIES = 1024
 
 
 class CorruptRead(TieringError):
@@ -48,6 +52,13 @@ class CorruptRead(TieringError):
 class Batch:
     header: BatchHeader
     data: bytes              # the whole batch as stored, CRC checked
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    header: BatchHeader
+    data: bytes              # the whole batch as stored, CRC checked
+    tier: str                # where it was read: "store", "local" (a rolled segment) or "active"
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,10 @@ class _Segment:
     def is_active(self) -> bool:
         return self.local is not None and self.local.is_active
 
+    @property
+    def tier(self) -> str:
+        return "store" if self.remote is not None else "active" if self.is_active else "local"
+
 
 class TieredReader:
     def __init__(self, catalog: Catalog, pool: BufferPool, window: PrefetchWindow, executor: Executor | None,
@@ -86,6 +101,8 @@ class TieredReader:
         self.executor = executor
         self.limiter = limiter
         self.cold_method = cold_method
+        self._txn_cache: dict[str, bytes] = {}
+        self._txn_lock = threading.Lock()
 
     # -- what a partition holds -------------------------------------------------------------
 
@@ -137,6 +154,29 @@ class TieredReader:
         if isolation == READ_COMMITTED:
             bound = self._last_stable_offset(view, extent.end)
             visibility.add_aborted(t for t in self._aborted(segments) if t.last_offset >= from_offset)
+        for _segment, header, data, fresh in self._walk_plan(segments, from_offset, bound):
+            control_key = _decode(Batch(header, data))[0].key if header.is_control else None
+            shown = visibility.shows(header, control_key)
+            if fresh and shown:
+                yield Batch(header, data)
+
+    def raw_batches(self, view: PartitionView, from_offset: int, bound: int) -> Iterator[RawBatch]:
+        """Every batch from the one holding `from_offset` on, below `bound`, in order and
+        exactly as stored: control batches and aborted transactions included (a Kafka-protocol
+        endpoint sends them so, and the consumer filters). The caller checks the offset
+        against the view's extent first; the prefetch runs across the segments, and the
+        iterator may be kept between calls to continue the stream where it stopped."""
+        segments = _plan(view, from_offset)
+        if view.unusable and any(s.remote is not None for s in segments):
+            raise BadRemoteSegment(view.unusable[0])
+        for segment, header, data, fresh in self._walk_plan(segments, from_offset, bound):
+            if fresh:
+                yield RawBatch(header, data, segment.tier)
+
+    def _walk_plan(self, segments: list[_Segment], from_offset: int,
+                   bound: int) -> Iterator[tuple[_Segment, BatchHeader, bytes, bool]]:
+        """(segment, header, bytes, fresh) of every batch walked, in order; `fresh` is False for
+        a batch ending below what was asked for or already yielded (from an overlapping piece)."""
         opened = _Sources(self, segments)
         prefetcher = Prefetcher(self.pool, self.executor, self.window)
         floor = from_offset   # a batch ending below it was shown already, or was not asked for
@@ -156,13 +196,11 @@ class TieredReader:
                 try:
                     start = self._start_position(segment, first) if first > segment.file_base else 0
                     for header, data in _walk(cursor, start, stop, segment.is_active, where):
-                        control_key = _decode(Batch(header, data))[0].key if header.is_control else None
-                        shown = visibility.shows(header, control_key)
                         if header.last_offset < floor:
+                            yield segment, header, data, False
                             continue
                         floor = header.last_offset + 1
-                        if shown:
-                            yield Batch(header, data)
+                        yield segment, header, data, True
                     finished = True
                 finally:
                     cursor.close(finished)
@@ -199,6 +237,47 @@ class TieredReader:
             found += [t for t in offsets.aborted_transactions(data)
                       if segment.remote is None or segment.base_offset <= t.last_offset <= last]
         return found
+
+    def aborted_between(self, view: PartitionView, from_offset: int, upper: int) -> list[offsets.AbortedTransaction]:
+        """The aborted transactions a read_committed consumer needs for the batches from
+        `from_offset` up to `upper` (one past the last offset returned): those whose abort
+        marker is at or above `from_offset` and that began below `upper`. As Kafka's
+        collectAbortedTransactions: the `.txnindex` of the segment holding `from_offset` and of
+        the following ones, until an entry's last stable offset reaches `upper` (no transaction
+        begun below it can be aborted later on)."""
+        found = []
+        for segment in _plan(view, from_offset):
+            complete = False
+            data = self._txnindex(segment)
+            usable = len(data) - len(data) % TXN_ENTRY.size
+            for _version, producer_id, first, last, stable in TXN_ENTRY.iter_unpack(data[:usable]):
+                if segment.remote is not None and not segment.base_offset <= last <= segment.last_offset:
+                    continue    # another piece's abort (an overlapping upload), as in _aborted
+                if last >= from_offset and first < upper:
+                    found.append(offsets.AbortedTransaction(producer_id, first, last))
+                if stable >= upper:
+                    complete = True
+                    break
+            if complete:
+                break
+        return found
+
+    def _txnindex(self, segment: _Segment) -> bytes:
+        if segment.remote is None:
+            # By name, not from the scan: the active segment's index appears with its first abort.
+            return _read_quietly(segment.local.log_path.with_suffix(".txnindex"))
+        key = segment.remote.manifest_key
+        with self._txn_lock:
+            cached = self._txn_cache.get(key)
+        if cached is not None:
+            return cached
+        entry = self.catalog.manifest(key).object("txnindex")
+        data = self.catalog.store.get_bytes(entry.key, entry.size) if entry is not None and entry.size else b""
+        with self._txn_lock:    # a stored index never changes: kept, the oldest dropped
+            self._txn_cache[key] = data
+            while len(self._txn_cache) > _TXN_CACHE_ENTRIES:
+                self._txn_cache.pop(next(iter(self._txn_cache)))
+        return data
 
     def _last_stable_offset(self, view: PartitionView, end: int) -> int:
         if view.local is None or not view.local.segments or not view.local.segments[-1].is_active:
@@ -367,4 +446,4 @@ def _read_quietly(path: Path | None) -> bytes:
         return b""
 
 
-__all__ = ["Batch", "BadRemoteSegment", "CorruptRead", "Extent", "TieredReader"]
+__all__ = ["Batch", "BadRemoteSegment", "CorruptRead", "Extent", "RawBatch", "TieredReader"]
