@@ -154,11 +154,15 @@ class TieredReader:
         if isolation == READ_COMMITTED:
             bound = self._last_stable_offset(view, extent.end)
             visibility.add_aborted(t for t in self._aborted(segments) if t.last_offset >= from_offset)
-        for _segment, header, data, fresh in self._walk_plan(segments, from_offset, bound):
-            control_key = _decode(Batch(header, data))[0].key if header.is_control else None
-            shown = visibility.shows(header, control_key)
-            if fresh and shown:
-                yield Batch(header, data)
+        walk = self._walk_plan(segments, from_offset, bound)
+        try:
+            for _segment, header, data, fresh in walk:
+                control_key = _decode(Batch(header, data))[0].key if header.is_control else None
+                shown = visibility.shows(header, control_key)
+                if fresh and shown:
+                    yield Batch(header, data)
+        finally:
+            walk.close()    # its sources and slab go now, not whenever the walk is collected
 
     def raw_batches(self, view: PartitionView, from_offset: int, bound: int) -> Iterator[RawBatch]:
         """Every batch from the one holding `from_offset` on, below `bound`, in order and
@@ -169,9 +173,13 @@ class TieredReader:
         segments = _plan(view, from_offset)
         if view.unusable and any(s.remote is not None for s in segments):
             raise BadRemoteSegment(view.unusable[0])
-        for segment, header, data, fresh in self._walk_plan(segments, from_offset, bound):
-            if fresh:
-                yield RawBatch(header, data, segment.tier)
+        walk = self._walk_plan(segments, from_offset, bound)
+        try:
+            for segment, header, data, fresh in walk:
+                if fresh:
+                    yield RawBatch(header, data, segment.tier)
+        finally:
+            walk.close()
 
     def _walk_plan(self, segments: list[_Segment], from_offset: int,
                    bound: int) -> Iterator[tuple[_Segment, BatchHeader, bytes, bool]]:
