@@ -23,7 +23,7 @@ from tiering.kafka.batches import HEADER_SIZE, parse_header
 from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.kafka.names import segment_file_name
-from tiering.kafka.records import build_batch
+from tiering.kafka.records import CONTROL_COMMIT, build_batch, control_record
 from tiering.serve.source import (KAFKA_STORAGE_ERROR, OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, AbortedTxn,
                                   Freshness, PartitionSource, PartitionState)
 from tiering.simulate import SimulatedBroker
@@ -311,6 +311,10 @@ def test_read_committed_stops_at_the_last_stable_offset_and_lists_the_aborts_it_
     assert uncommitted.records == expected_from(tiered, TXN, 0) and uncommitted.aborted == ()
     # A range that ends before the aborted transaction, or starts after its marker: not listed.
     assert source.fetch(TXN, 0, 0, 1, True).aborted == ()
+    two = batches_of(expected_from(tiered, TXN, 0))[:2]
+    assert [b[1] for b in two] == [4, 9]
+    below = source.fetch(TXN, 0, 0, len(two[0][2]) + len(two[1][2]), True)     # up to 9: begins at 10
+    assert batches_of(below.records)[-1][1] == 9 and below.aborted == ()
     assert source.fetch(TXN, 0, 15, BIG, True).aborted == ()
     assert source.fetch(TXN, 0, 14, 1, True).aborted == (AbortedTxn(pid, 10),)   # the marker itself
 
@@ -336,7 +340,8 @@ def test_read_committed_across_tiers_keeps_what_kafkas_consumer_keeps(tiered, so
 # -- the live end ---------------------------------------------------------------------------------
 
 def test_a_tailing_consumer_sees_appends_and_a_roll_after_the_refresh_interval(tmp_path, tiered, clock):
-    broker = SimulatedBroker(tmp_path / "logs", segment_bytes=2048, seed=1)
+    ticks = itertools.count(T0, 10)
+    broker = SimulatedBroker(tmp_path / "logs", segment_bytes=2048, seed=1, clock_ms=lambda: next(ticks))
     broker.create_topic("tail", 1)
     broker.produce("tail", 0, 10, batch_records=5)
     config = load_config(Env(tmp_path, "", tmp_path / "logs", tmp_path / "state").write_config())
@@ -357,9 +362,27 @@ def test_a_tailing_consumer_sees_appends_and_a_roll_after_the_refresh_interval(t
         assert source.state("tail", 0).high_watermark == 35
         assert batches_of(source.fetch("tail", 0, 30, BIG, False).records)[-1][1] == 34
         assert source.fetch("tail", 0, 36, BIG, False).error == OFFSET_OUT_OF_RANGE
+        # Offsets by timestamp: nothing at or above the high watermark.
+        stamps = {r[0]: r[1] for r in kafka_python_records(files)}
+        assert source.offset_for_timestamp("tail", 0, stamps[34]) == (34, stamps[34])
+        assert source.offset_for_timestamp("tail", 0, stamps[34] + 1) is None
     finally:
         source.close()
         broker.close()
+
+
+def transaction_batch(broker: SimulatedBroker, topic: str, producer_id: int, *, marker: bool = False) -> int:
+    """Append one transactional batch (or its commit marker) without closing it; its offset."""
+    log = broker.logs[TopicPartition(topic, 0)]
+    offset = log.next_offset
+    if marker:
+        key, value = control_record(CONTROL_COMMIT)
+        batch = build_batch(offset, [(T0, key, value, ())], producer_id=producer_id, producer_epoch=0,
+                            transactional=True, control=True)
+    else:
+        batch = build_batch(offset, [(T0, b"k", b"v", ())], producer_id=producer_id, producer_epoch=0,
+                            base_sequence=0, transactional=True)
+    return log.append(batch, 1, T0)
 
 
 class FixedHighWatermarks:
@@ -397,6 +420,19 @@ def test_in_cluster_mode_the_clusters_high_watermark_wins_over_the_lagging_check
         clock.sleep(0.5)
         assert source.state("live", 0).high_watermark == 20
         assert cluster.asked == 2
+        # The last stable offset follows the high watermark: a transaction whose commit marker is
+        # at the high watermark itself is still open below it.
+        first = transaction_batch(broker, "live", 777)
+        broker.produce("live", 0, 5, batch_records=5)
+        marker = transaction_batch(broker, "live", 777, marker=True)
+        broker.produce("live", 0, 5, batch_records=5)
+        for hw, lso in ((first, first), (first + 1, first), (marker, first), (marker + 1, marker + 1),
+                        (marker + 6, marker + 6)):
+            cluster.value = hw
+            clock.sleep(0.5)
+            assert source.state("live", 0) == PartitionState(0, hw, lso), hw
+            committed = source.fetch("live", 0, 0, BIG, True)
+            assert batches_of(committed.records)[-1][1] == lso - 1
     finally:
         source.close()
         broker.close()
@@ -454,6 +490,9 @@ def test_offset_for_timestamp_finds_the_first_record_at_or_after_it_in_every_tie
     assert [r[1] for r in every] == sorted(r[1] for r in every)       # rising: the answer is exact
     picks = [every[0], every[1], every[len(every) // 3], every[len(every) // 2], every[-2], every[-1]]
     picks += [r for r in every if r[0] in (tiered.bases[TOPIC][5], tiered.bases[TOPIC][-1])]   # tier borders
+    # The last record of each segment: its largest timestamp (the manifest's, the time index's last entry).
+    picks += [r for r, nxt in zip(every, every[1:]) if nxt[0] in tiered.bases[TOPIC][2:]]
+    assert len(picks) == 8 + len(tiered.bases[TOPIC]) - 2
     for offset, timestamp, *_ in picks:
         assert source.offset_for_timestamp(TOPIC, 0, timestamp) == (offset, timestamp)
         following = next(r for r in every if r[1] > timestamp - 1)
