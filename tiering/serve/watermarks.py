@@ -38,7 +38,7 @@ class KafkaHighWatermarks(LazyAdmin):
     def latest(self, topic: str, partition: int) -> int | None:
         from kafka import TopicPartition
         from kafka.admin import OffsetSpec
-        from kafka.errors import KafkaError
+        from kafka.errors import BrokerResponseError, KafkaError
 
         from tiering.retention.admin import _describe
         with self._lock:
@@ -50,6 +50,11 @@ class KafkaHighWatermarks(LazyAdmin):
                 answer = self._admin().list_partition_offsets({tp: OffsetSpec.LATEST}, timeout_ms=self.timeout_ms)
             except AdminError as exc:
                 return self._failed(now, str(exc))
+            except BrokerResponseError as exc:
+                # This partition's answer (unknown here, no leader right now): the cluster is
+                # reachable, and the other partitions are asked as usual.
+                self.error = f"ListOffsets {topic}-{partition}: {_describe(exc)}"
+                return None
             except KafkaError as exc:
                 self.close()      # a fresh connection next time (the leader may have moved)
                 return self._failed(now, f"ListOffsets on {self.bootstrap_servers}: {_describe(exc)}")
