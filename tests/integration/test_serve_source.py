@@ -524,3 +524,41 @@ def test_several_threads_fetching_at_once_each_read_every_batch_once(tiered, sou
     assert all(results[n] == expected for n in range(6))
     stats = source.reader.pool.stats()
     assert stats.peak_slabs_in_use <= stats.slabs
+
+
+# -- the store changing under the source ----------------------------------------------------------
+
+def test_objects_deleted_or_damaged_in_the_store_answer_out_of_range_or_a_storage_error(tiered, tmp_path, clock):
+    base = load_config(tiered.config_path)
+    config = replace(base, kafka=replace(base.kafka, log_dirs=(tmp_path / "logs",)),
+                     store=replace(base.store, prefix="damaged/"))
+    broker = SimulatedBroker(tmp_path / "logs", segment_bytes=2048, seed=9)
+    broker.create_topic("gone", 1)
+    broker.produce("gone", 0, 80, batch_records=5)
+    bases = [s.base_offset for s in scan_log_dirs([tmp_path / "logs"]).partitions[0].segments]
+    upload_and_drop(config, tmp_path / "logs", "gone", bases[:3])
+    broker.restart()
+    s3 = boto3.session.Session().client("s3", endpoint_url=base.store.endpoint_url, region_name="us-east-1")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="damaged/")["Contents"]]
+    source = PartitionSource.from_config(config, clock=clock)
+    try:
+        assert source.state("gone", 0).log_start_offset == 0          # the store's listing is now kept
+        # Remote retention deletes the first segment: the read fails, the listing is asked again,
+        # and the offset is out of range (the consumer then resets to the new log start).
+        for key in keys:
+            if f"/{bases[0]:020d}-" in key:
+                s3.delete_object(Bucket=BUCKET, Key=key)
+        gone = source.fetch("gone", 0, 0, BIG, False)
+        assert (gone.error, gone.state.log_start_offset) == (OFFSET_OUT_OF_RANGE, bases[1])
+        # A damaged object: a storage error saying what is wrong, not a traceback.
+        log_key = next(k for k in keys if f"/{bases[1]:020d}-" in k and k.endswith(".log"))
+        size = s3.head_object(Bucket=BUCKET, Key=log_key)["ContentLength"]
+        s3.put_object(Bucket=BUCKET, Key=log_key, Body=b"\x00" * 12 + b"\x7f" * (size - 12))
+        damaged = source.fetch("gone", 0, bases[1], BIG, False)
+        assert damaged.error == KAFKA_STORAGE_ERROR and damaged.records == b""
+        assert "gone-0" in damaged.detail and log_key in damaged.detail, damaged.detail
+        # The next segment (intact) is still served.
+        assert source.fetch("gone", 0, bases[2], BIG, False).tier == "store"
+    finally:
+        source.close()
+        broker.close()
