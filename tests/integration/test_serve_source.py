@@ -562,3 +562,26 @@ def test_objects_deleted_or_damaged_in_the_store_answer_out_of_range_or_a_storag
     finally:
         source.close()
         broker.close()
+
+
+def test_local_retention_moving_the_first_local_offset_brings_in_the_stores_copies_at_once(tiered, tmp_path, clock):
+    base = load_config(tiered.config_path)
+    config = replace(base, kafka=replace(base.kafka, log_dirs=(tmp_path / "logs",)),
+                     store=replace(base.store, prefix="moved/"))
+    broker = SimulatedBroker(tmp_path / "logs", segment_bytes=2048, seed=4)
+    broker.create_topic("moved", 1)
+    broker.produce("moved", 0, 60, batch_records=5)
+    files = b"".join(p.read_bytes() for p in sorted((tmp_path / "logs" / "moved-0").glob("*.log")))
+    bases = [s.base_offset for s in scan_log_dirs([tmp_path / "logs"]).partitions[0].segments]
+    source = PartitionSource.from_config(config, clock=clock)
+    try:
+        assert read_all(source, "moved", 0, BIG)[0] == files            # all local; the store listed empty
+        upload_and_drop(config, tmp_path / "logs", "moved", bases[:2])   # long before the listing is due
+        broker.restart()
+        clock.sleep(0.5)
+        assert source.state("moved", 0).log_start_offset == 0
+        data, tiers, _, _ = read_all(source, "moved", 0, BIG)
+        assert data == files and tiers[0] == "store"
+    finally:
+        source.close()
+        broker.close()

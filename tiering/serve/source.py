@@ -175,6 +175,8 @@ class PartitionSource:
         self._lives: dict[tuple[str, int], _Live] = {}
         self._scans: dict[tuple[str, int], ActiveScan] = {}
         self._listings: dict[str, _Listed] = {}
+        # (topic, partition) -> (the listing, first local offset, the view) a view was made from
+        self._chains: dict[tuple[str, int], tuple[_Listed | None, int | None, PartitionView]] = {}
         self._checkpoints: dict[Path, tuple[float, LogDirState]] = {}
         self._topics: tuple[float, dict[str, TopicInfo]] | None = None
         self._cursors: OrderedDict[tuple[str, int, int], _Stream] = OrderedDict()
@@ -415,10 +417,16 @@ class PartitionSource:
     def _refresh(self, topic: str, partition: int) -> _Live | None:
         now = self._monotonic()
         local, checkpoint = self._local(topic, partition)
-        try:
-            view = self.reader.catalog.view(topic, partition, local, None, listing=self._listing)
-        except UnknownPartition:
-            return None
+        view = self._view_as_before(topic, partition, local)
+        if view is None:
+            try:
+                view = self.reader.catalog.view(topic, partition, local, None, listing=self._listing)
+            except UnknownPartition:
+                return None
+            first_local = local.segments[0].base_offset if local is not None and local.segments else None
+            with self._lock:
+                listed = self._listings.get(self._root(topic, view.topic_id, partition))
+                self._chains[(topic, partition)] = (listed, first_local, view)
         high_watermark = self.high_watermarks.latest(topic, partition) if self.high_watermarks is not None else None
         if high_watermark is None:
             high_watermark = checkpoint
@@ -435,6 +443,27 @@ class PartitionSource:
             return _Live(view, PartitionState(base, base, base), now)
         stable = extent.end if scan is None else scan.last_stable_offset(extent.end)
         return _Live(view, PartitionState(extent.earliest, extent.end, max(extent.earliest, stable)), now)
+
+    def _view_as_before(self, topic: str, partition: int, local: LocalPartition | None) -> PartitionView | None:
+        """The last view's store part with this scan's local part, when the store's listing it
+        was made from is still the one kept and the first local offset has not moved: a chain
+        of thousands of manifests is not resolved again every refresh."""
+        if local is None or local.topic_id is None:
+            return None
+        first_local = local.segments[0].base_offset if local.segments else None
+        root = self._root(topic, local.topic_id, partition)
+        now = self._monotonic()
+        with self._lock:
+            chain = self._chains.get((topic, partition))
+            listed = self._listings.get(root)
+        if (chain is None or listed is None or chain[0] is not listed or chain[1] != first_local
+                or chain[2].topic_id != local.topic_id or now - listed.at >= self.freshness.store_s):
+            return None
+        return replace(chain[2], local=local, high_watermark=None)
+
+    def _root(self, topic: str, topic_id: str, partition: int) -> str:
+        return KeyLayout(self.reader.catalog.prefix, self.reader.catalog.hash_prefix).partition(
+            topic, topic_id, partition).root
 
     def _local(self, topic: str, partition: int) -> tuple[LocalPartition | None, int | None]:
         """The partition's directory scanned now (one scandir), and its checkpointed HW."""
@@ -480,9 +509,9 @@ class PartitionSource:
     def _invalidate(self, topic: str, partition: int) -> None:
         with self._lock:
             live = self._lives.pop((topic, partition), None)
+            self._chains.pop((topic, partition), None)
             if live is not None:
-                layout = KeyLayout(self.reader.catalog.prefix, self.reader.catalog.hash_prefix)
-                self._listings.pop(layout.partition(topic, live.view.topic_id, partition).root, None)
+                self._listings.pop(self._root(topic, live.view.topic_id, partition), None)
             for key in [k for k in self._cursors if k[:2] == (topic, partition)]:
                 self._cursors.pop(key).close()
 
