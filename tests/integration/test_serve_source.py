@@ -585,3 +585,24 @@ def test_local_retention_moving_the_first_local_offset_brings_in_the_stores_copi
     finally:
         source.close()
         broker.close()
+
+
+def test_fetches_of_rolled_local_segments_leave_them_out_of_the_page_cache(tiered, source):
+    from tests.integration.test_read import cached_share, cold_file
+    rolled = [s for s in scan_log_dirs([tiered.config_path.parent / "kafka-logs"]).partitions
+              if s.topic == TOPIC][0].segments[:-1]
+    assert len(rolled) >= 2 and rolled[0].base_offset == tiered.bases[TOPIC][5]
+    for segment in rolled:
+        cold_file(segment.log_path)
+        assert cached_share(segment.log_path)[0] == 0
+    offset, tiers = rolled[0].base_offset, set()
+    while offset < tiered.bases[TOPIC][-1]:
+        result = source.fetch(TOPIC, 0, offset, 1000, False)
+        tiers.add(result.tier)
+        offset = batches_of(result.records)[-1][1] + 1
+    assert tiers == {"local"}
+    for segment in rolled:
+        share, how = cached_share(segment.log_path)
+        assert share == 0, f"{segment.log_path.name}: {share:.0%} cached after fetches through the source ({how})"
+    rolled[0].log_path.read_bytes()        # the same bytes read plainly, as the broker does: cached
+    assert cached_share(rolled[0].log_path)[0] == 1.0
