@@ -606,3 +606,21 @@ def test_fetches_of_rolled_local_segments_leave_them_out_of_the_page_cache(tiere
         assert share == 0, f"{segment.log_path.name}: {share:.0%} cached after fetches through the source ({how})"
     rolled[0].log_path.read_bytes()        # the same bytes read plainly, as the broker does: cached
     assert cached_share(rolled[0].log_path)[0] == 1.0
+
+
+def test_a_partition_created_after_it_was_asked_for_is_found_after_the_refresh_interval(tmp_path, tiered, clock):
+    config = load_config(Env(tmp_path, "", tmp_path / "logs", tmp_path / "state").write_config())
+    config = replace(config, store=load_config(tiered.config_path).store)
+    broker = SimulatedBroker(tmp_path / "logs", seed=5)
+    source = PartitionSource.from_config(config, clock=clock)
+    try:
+        assert source.fetch("late", 0, 0, BIG, False).error == UNKNOWN_TOPIC_OR_PARTITION
+        broker.create_topic("late", 1)
+        broker.produce("late", 0, 5)
+        assert source.state("late", 0) is None                 # remembered as unknown for a moment
+        clock.sleep(0.5)
+        assert source.state("late", 0) == PartitionState(0, 5, 5)
+        assert source.fetch("late", 0, 0, BIG, False).error == 0
+    finally:
+        source.close()
+        broker.close()

@@ -75,6 +75,9 @@ KAFKA_STORAGE_ERROR = 56
 # fresh view, then answered with KAFKA_STORAGE_ERROR.
 _READ_ERRORS = (TieringError, OSError, ShortRead)
 
+# Unknown partitions remembered at most (a client asking for many names does not grow it).
+_UNKNOWN_KEPT = 10_000
+
 # Kafka's legal topic names (Topic.validate): anything else is not a topic, and never a path.
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
@@ -178,6 +181,9 @@ class PartitionSource:
         # (topic, partition) -> (the listing, first local offset, the view) a view was made from
         self._chains: dict[tuple[str, int], tuple[_Listed | None, int | None, PartitionView]] = {}
         self._checkpoints: dict[Path, tuple[float, LogDirState]] = {}
+        # Partitions found nowhere, and when: looking again (a scandir per log dir, the journal)
+        # waits as long as a known partition's refresh does.
+        self._unknown: dict[tuple[str, int], float] = {}
         self._topics: tuple[float, dict[str, TopicInfo]] | None = None
         self._cursors: OrderedDict[tuple[str, int, int], _Stream] = OrderedDict()
         cursors = freshness.cursors
@@ -398,8 +404,11 @@ class PartitionSource:
         key = (topic, partition)
         with self._lock:
             live = self._lives.get(key)
+            unknown_at = self._unknown.get(key)
         if live is not None and not force and self._monotonic() - live.at < self.freshness.live_s:
             return live
+        if unknown_at is not None and not force and self._monotonic() - unknown_at < self.freshness.live_s:
+            return None    # asked again at once (a client retrying): not looked for again yet
         with self._stripes[hash(key) % len(self._stripes)]:
             with self._lock:
                 live = self._lives.get(key)
@@ -410,8 +419,12 @@ class PartitionSource:
                 if live is None:
                     self._lives.pop(key, None)
                     self._scans.pop(key, None)
+                    if len(self._unknown) >= _UNKNOWN_KEPT:
+                        self._unknown.clear()
+                    self._unknown[key] = self._monotonic()
                 else:
                     self._lives[key] = live
+                    self._unknown.pop(key, None)
             return live
 
     def _refresh(self, topic: str, partition: int) -> _Live | None:
