@@ -624,3 +624,45 @@ def test_a_partition_created_after_it_was_asked_for_is_found_after_the_refresh_i
     finally:
         source.close()
         broker.close()
+
+
+def test_a_store_that_refuses_every_request_keeps_the_last_listing_and_answers_storage_errors(tiered, tmp_path, clock):
+    from urllib.parse import urlparse
+
+    from tests.faults.proxy import FaultProxy
+    from tiering.store.errors import StoreError
+    base = load_config(tiered.config_path)
+    url = urlparse(base.store.endpoint_url)
+    proxy = FaultProxy(url.hostname, url.port)
+    config = replace(base, kafka=replace(base.kafka, log_dirs=(tmp_path / "logs",)),
+                     store=replace(base.store, prefix="refused/", endpoint_url=proxy.endpoint))
+    broker = SimulatedBroker(tmp_path / "logs", segment_bytes=2048, seed=6)
+    broker.create_topic("refused", 1)
+    broker.produce("refused", 0, 60, batch_records=5)
+    bases = [s.base_offset for s in scan_log_dirs([tmp_path / "logs"]).partitions[0].segments]
+    upload_and_drop(config, tmp_path / "logs", "refused", bases[:2])
+    broker.restart()
+    hw = broker.next_offset("refused", 0)
+    source = PartitionSource.from_config(config, clock=clock)
+    try:
+        proxy.fatal = "AccessDenied"
+        with pytest.raises(StoreError):           # never listed: what the store holds is not known
+            source.state("refused", 0)
+        assert source.fetch("refused", 0, bases[2], BIG, False).error == KAFKA_STORAGE_ERROR
+        proxy.fatal = None
+        clock.sleep(0.5)
+        assert source.state("refused", 0) == PartitionState(0, hw, hw)
+        proxy.fatal = "AccessDenied"
+        clock.sleep(31)                            # the listing is due again: refused
+        assert source.state("refused", 0) == PartitionState(0, hw, hw)      # the last listing holds
+        assert source.fetch("refused", 0, bases[2], BIG, False).tier == "local"
+        refused = source.fetch("refused", 0, 0, BIG, False)
+        assert refused.error == KAFKA_STORAGE_ERROR and "AccessDenied" in refused.detail
+        assert source.state("refused", 0) == PartitionState(0, hw, hw)      # still
+        proxy.fatal = None
+        clock.sleep(31)
+        assert source.fetch("refused", 0, 0, BIG, False).tier == "store"
+    finally:
+        source.close()
+        broker.close()
+        proxy.close()

@@ -62,6 +62,7 @@ from tiering.read.remote_chain import partition_manifest_keys
 from tiering.read.sources import ShortRead
 from tiering.serve.active import ActiveScan
 from tiering.serve.watermarks import HighWatermarks, KafkaHighWatermarks
+from tiering.store.errors import StoreError
 from tiering.store.keys import KeyLayout
 
 # Kafka's error codes (org.apache.kafka.common.protocol.Errors) a source answers with.
@@ -514,7 +515,17 @@ class PartitionSource:
             cached = self._listings.get(root)
         if cached is not None and cached.first_local == first_local and now - cached.at < self.freshness.store_s:
             return cached.listed
-        listed = partition_manifest_keys(self.reader.catalog.store, layout, root, below=first_local)
+        if first_local == 0:
+            listed = []    # the local copy starts at 0: nothing of the store's is read (no LIST)
+        else:
+            try:
+                listed = partition_manifest_keys(self.reader.catalog.store, layout, root, below=first_local)
+            except StoreError:
+                if cached is None or cached.first_local != first_local:
+                    raise
+                # The store is unreachable: the last listing holds (its objects are read only when
+                # a fetch reaches them), asked again after another store_s, not on every refresh.
+                listed = cached.listed
         with self._lock:
             self._listings[root] = _Listed(first_local, listed, now)
         return listed
@@ -523,8 +534,9 @@ class PartitionSource:
         with self._lock:
             live = self._lives.pop((topic, partition), None)
             self._chains.pop((topic, partition), None)
-            if live is not None:
-                self._listings.pop(self._root(topic, live.view.topic_id, partition), None)
+            listed = self._listings.get(self._root(topic, live.view.topic_id, partition)) if live else None
+            if listed is not None:
+                listed.at = float("-inf")    # listed again at the next refresh (kept if that fails)
             for key in [k for k in self._cursors if k[:2] == (topic, partition)]:
                 self._cursors.pop(key).close()
 
