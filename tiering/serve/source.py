@@ -21,7 +21,11 @@ What is cached, and for how long (Freshness):
 - the store's listing of a partition's manifests for `store_s` (30 s), listed again at once
   when the first local offset moved (local retention deleted segments, so their offsets are
   now the store's) or when a read failed (remote retention deleted an object): the bucket is
-  not listed on every fetch. Manifests themselves are kept (immutable).
+  not listed on every fetch, and not at all while the local copy starts at offset 0. When the
+  store cannot be listed, the last listing holds for another `store_s`. Manifests themselves
+  are kept (immutable), and so is the chain resolved from them until the listing changes.
+- an unknown partition for `live_s`: a client retrying a name that is nowhere does not rescan
+  the log dirs and the journal on every request.
 - the read streams of sequential consumers: a fetch that stops before the end leaves its
   stream (open sources, the prefetch under way, the slab it is on) under (topic, partition,
   next offset), so the next fetch from there continues it instead of planning and
