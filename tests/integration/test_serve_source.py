@@ -17,7 +17,7 @@ import boto3
 import pytest
 from kafka.record import MemoryRecords
 
-from tests.conftest import BUCKET, PREFIX, Env
+from tests.conftest import BUCKET, Env
 from tiering.config import load_config
 from tiering.kafka.batches import HEADER_SIZE, parse_header
 from tiering.kafka.checkpoints import TopicPartition
@@ -25,7 +25,7 @@ from tiering.kafka.logdir import scan_log_dirs
 from tiering.kafka.names import segment_file_name
 from tiering.kafka.records import CONTROL_COMMIT, build_batch, control_record
 from tiering.serve.source import (KAFKA_STORAGE_ERROR, OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, AbortedTxn,
-                                  Freshness, PartitionSource, PartitionState)
+                                  PartitionSource, PartitionState)
 from tiering.simulate import SimulatedBroker
 from tiering.upload.segment import offload_segment, target_for
 from tiering.wiring import open_store

@@ -56,7 +56,8 @@ from tiering.errors import TieringError
 from tiering.kafka.batches import ATTR_TIMESTAMP_TYPE
 from tiering.kafka.checkpoints import TopicPartition
 from tiering.kafka.indexes import TIME_ENTRY
-from tiering.kafka.logdir import LocalPartition, LogDirScan, LogDirState, read_log_dir_state, scan_log_dirs, scan_partition
+from tiering.kafka.logdir import (LocalPartition, LogDirScan, LogDirState, read_log_dir_state, scan_log_dirs,
+                                  scan_partition)
 from tiering.kafka.records import decode_batch
 from tiering.read.catalog import Catalog, PartitionView, UnknownPartition
 from tiering.read.pool import BufferPool
