@@ -666,3 +666,24 @@ def test_a_store_that_refuses_every_request_keeps_the_last_listing_and_answers_s
         source.close()
         broker.close()
         proxy.close()
+
+
+def test_an_unreachable_cluster_is_asked_again_only_after_the_retry_interval(clock):
+    import socket
+
+    from tiering.serve.watermarks import KafkaHighWatermarks
+    with socket.socket() as closed:          # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    cluster = KafkaHighWatermarks(f"127.0.0.1:{port}", clock.monotonic, timeout_ms=500, bootstrap_timeout_ms=500)
+    try:
+        assert cluster.latest(TOPIC, 0) is None and cluster.error
+        first_error = cluster.error
+        cluster.error = None
+        clock.sleep(4.9)
+        assert cluster.latest(TOPIC, 0) is None and cluster.error is None      # not asked: still backing off
+        clock.sleep(0.1)
+        assert cluster.latest(TOPIC, 0) is None and cluster.error              # asked again
+        assert "127.0.0.1" in first_error
+    finally:
+        cluster.close()
