@@ -43,9 +43,51 @@ async def _call(relay, conn_id, request, response_cls, correlation_id):
     return decoded
 
 
+class _Cutter:
+    """A TCP relay in front of the broker that can close every connection, as Kafka does with
+    a connection idle for connections.max.idle.ms."""
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self.writers = []
+        self.accepted = 0
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader, writer):
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self):
+        for writer in self.writers:
+            writer.close()
+        self.writers = []
+
+    async def close(self):
+        self.cut()
+        self.server.close()
+
+
 async def _membership(bootstrap):
     host, port = bootstrap.split(":")
-    relay = GroupRelay([(host, int(port))])
+    cutter = _Cutter(host, int(port))
+    through = await cutter.start()
+    relay = GroupRelay([(host, int(port))],
+                       connect=lambda _host, _port: asyncio.open_connection("127.0.0.1", through))
     await relay.start()
     versions = relay.versions()
     # What is advertised is what both the broker and the relay's decoder take.
@@ -70,10 +112,16 @@ async def _membership(bootstrap):
             group_instance_id=None, protocol_type="consumer", protocol_name="range", assignments=[assignment]),
             SyncGroupResponse, 13)
         assert (synced.error_code, synced.assignment) == (0, b"plan")
-        beat = await _call(relay, 1, HeartbeatRequest(
+        # Kafka closes the relay's upstream (idle): the next heartbeat is relayed on a new one.
+        cutter.cut()
+        accepted = cutter.accepted
+        beat = await relay.forward(1, _frame(HeartbeatRequest(
             version=min(versions[HeartbeatRequest.API_KEY][1], 4), group_id=GROUP, generation_id=joined.generation_id,
-            member_id=joined.member_id, group_instance_id=None), HeartbeatResponse, 14)
-        assert beat.error_code == 0
+            member_id=joined.member_id, group_instance_id=None), 14))
+        assert beat is not None, "a heartbeat after Kafka closed the upstream was not relayed"
+        assert HeartbeatResponse.decode(beat, version=min(versions[HeartbeatRequest.API_KEY][1], 4),
+                                        header=True).error_code == 0
+        assert cutter.accepted == accepted + 1
 
         commit_v = min(versions[OffsetCommitRequest.API_KEY][1], 8)     # v8: topics by name
         topic = OffsetCommitRequest.OffsetCommitRequestTopic
@@ -99,6 +147,7 @@ async def _membership(bootstrap):
         assert left.error_code == 0
     finally:
         await relay.close()
+        await cutter.close()
     assert relay._upstreams == {}
 
 

@@ -307,8 +307,18 @@ class GroupRelay:
             return None
         address = (coordinator.host, coordinator.port)
         try:
+            reused = address in self._upstreams.get(conn_id, {})
             upstream = await self._upstream(conn_id, address)
-            answer = await upstream.exchange(frame, request.timeout_s)
+            try:
+                answer = await upstream.exchange(frame, request.timeout_s)
+            except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError):
+                if not reused:
+                    raise
+                # Kafka closes a connection idle for connections.max.idle.ms (10 minutes): a
+                # long-lived client connection finds its upstream gone. One fresh try.
+                await self._drop(conn_id, address)
+                upstream = await self._upstream(conn_id, address)
+                answer = await upstream.exchange(frame, request.timeout_s)
         except (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
             self.log.warning("group request not relayed: the coordinator did not answer; the client is told to look again",
                              group=request.group_id, coordinator=coordinator.node_id, reason=str(e) or type(e).__name__)
