@@ -120,7 +120,24 @@ def _end_offset(bootstrap: str, topic: str, partition: int) -> tuple[int, int]:
         consumer.close()
 
 
-def backfill(bootstrap: str, topic: str) -> tuple[int, float]:
+def backfill(bootstrap: str, topic: str, libs: Path, messages: int) -> tuple[int, float]:
+    """Reads the partition whole with Kafka's own consumer (ConsumerPerformance, a subscribing
+    group: its joins go through the endpoint's relay too): (bytes, seconds of fetching)."""
+    cmd = ["java", "-Xmx512m", "-XX:+UseSerialGC", "-cp", f"{libs}/*", "org.apache.kafka.tools.ConsumerPerformance",
+           "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages), "--timeout", "60000",
+           "--group", f"backfill-{time.monotonic_ns()}", "--consumer.config", "/dev/null"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: ConsumerPerformance failed: {proc.stderr[-1500:]}")
+    header, row = [line for line in proc.stdout.splitlines() if "," in line][-2:]
+    fields = dict(zip([h.strip() for h in header.split(",")], [v.strip() for v in row.split(",")]))
+    mb, fetch_ms = float(fields["data.consumed.in.MB"]), float(fields["fetch.time.ms"])
+    if int(fields["data.consumed.in.nMsg"]) < messages:
+        raise SystemExit(f"bench: the backfill read {fields['data.consumed.in.nMsg']} of {messages} records")
+    return int(mb * 2**20), fetch_ms / 1000
+
+
+def backfill_python(bootstrap: str, topic: str) -> tuple[int, float]:
     """Reads the partition whole from its first offset: (bytes of values, seconds)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"backfill-{time.monotonic_ns()}",
@@ -206,9 +223,11 @@ class HotSide:
         consumer.assign([TopicPartition(HOT, p, OFFSET_END) for p in range(HOT_PARTITIONS)])
         try:
             while not self.stop.is_set():
-                for m in consumer.consume(1000, 0.2):
-                    if not m.error():
-                        self._record(latency=time.time() * 1000 - m.timestamp()[1])
+                # poll, not consume(n, timeout): a batch call waits for n records or the
+                # timeout, which would be measured as fetch latency.
+                m = consumer.poll(0.1)
+                if m is not None and not m.error():
+                    self._record(latency=time.time() * 1000 - m.timestamp()[1])
         finally:
             consumer.close()
 
@@ -255,7 +274,7 @@ def run_mode(name: str, bootstrap: str, log_dir: Path, backfill_from: str, topic
         hot.mark("before")
         time.sleep(PHASE_S)
         hot.mark("during")
-        size, seconds = backfill(backfill_from, topic)
+        size, seconds = backfill_python(backfill_from, topic)
         hot.mark("after")
         time.sleep(PHASE_S)
     finally:
@@ -339,7 +358,7 @@ def _cat_raw(config: Path) -> tuple[int, float]:
     return len(proc.stdout), seconds
 
 
-def throughput(work: Path, log_dir: Path, server: Server, bootstrap: str) -> list[dict]:
+def throughput(work: Path, log_dir: Path, server: Server, bootstrap: str, libs: Path, records: int) -> list[dict]:
     host, port = server.endpoint.removeprefix("http://").split(":")
     rows = []
     for delay in (0.0, 0.05):
@@ -349,14 +368,18 @@ def throughput(work: Path, log_dir: Path, server: Server, bootstrap: str) -> lis
                          serve_port)
         endpoint = Endpoint(config, serve_port, work / f"serve-{int(delay * 1000)}.log")
         try:
+            # Rates in the bytes stored (what cat writes and what the endpoint sends), so both
+            # sides are measured in the same unit.
             order = ("endpoint", "cat", "cat", "endpoint")
-            runs: dict[str, list[float]] = {"endpoint": [], "cat": []}
+            seconds_of: dict[str, list[float]] = {"endpoint": [], "cat": []}
+            stored = 0
             for what in order:
                 if what == "endpoint":
-                    size, seconds = backfill(f"127.0.0.1:{serve_port}", TIERED)
+                    _, seconds = backfill(f"127.0.0.1:{serve_port}", TIERED, libs, records)
                 else:
-                    size, seconds = _cat_raw(config)
-                runs[what].append(size / seconds / 1e6)
+                    stored, seconds = _cat_raw(config)
+                seconds_of[what].append(seconds)
+            runs = {k: [stored / s / 1e6 for s in v] for k, v in seconds_of.items()}
             best = {k: max(v) for k, v in runs.items()}
             rows.append({"store_latency_ms": int(delay * 1000), "endpoint_mb_s": round(best["endpoint"], 1),
                          "cat_raw_mb_s": round(best["cat"], 1),
@@ -407,7 +430,7 @@ def main(args) -> int:
                 result["endpoint_peak_rss_mib"] = round(endpoint.peak_rss() / 2**20, 1)
             finally:
                 endpoint.close()
-        result["throughput"] = throughput(work, broker.log_dir, server, bootstrap)
+        result["throughput"] = throughput(work, broker.log_dir, server, bootstrap, libs, high)
     finally:
         broker.stop()
         if budget is not None:
