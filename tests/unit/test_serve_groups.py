@@ -127,3 +127,104 @@ def test_offset_fetch_v8_is_routed_by_its_first_group():
 def test_an_unreadable_answer_has_no_error_code():
     assert response_error(12, b"\x00\x00\x00\x01", 4) is None
     assert response_error(1, b"\x00\x00\x00\x01\x00\x00", 4) is None
+
+
+# -- the relay's coordinator cache, against a small Kafka-speaking server on loopback --------
+
+class _FakeKafka:
+    """Answers ApiVersions, FindCoordinator (itself) and Heartbeat with the error codes queued
+    in `heartbeat_errors`; counts the lookups."""
+
+    def __init__(self, heartbeat_errors):
+        self.heartbeat_errors = list(heartbeat_errors)
+        self.lookups = 0
+
+    async def start(self):
+        import asyncio
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader, writer):
+        import asyncio
+        from kafka.protocol.consumer.group import HeartbeatResponse
+        from kafka.protocol.metadata.api_versions import ApiVersionsResponse
+        from kafka.protocol.metadata.find_coordinator import FindCoordinatorResponse
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                frame = await reader.readexactly(size)
+                key, version = int.from_bytes(frame[:2], "big"), int.from_bytes(frame[2:4], "big")
+                correlation = int.from_bytes(frame[4:8], "big")
+                if key == 18:
+                    keys = [ApiVersionsResponse.ApiVersion(api_key=k, min_version=0, max_version=4)
+                            for k in (8, 9, 10, 11, 12, 13, 14, 15)]
+                    answer = ApiVersionsResponse(version=version, error_code=0, api_keys=keys, throttle_time_ms=0)
+                elif key == 10:
+                    self.lookups += 1
+                    here = dict(node_id=1, host="127.0.0.1", port=self.port, error_code=0, error_message=None)
+                    answer = FindCoordinatorResponse(
+                        version=version, throttle_time_ms=0, **here,
+                        coordinators=[FindCoordinatorResponse.Coordinator(key="readers", **here)])
+                else:
+                    code = self.heartbeat_errors.pop(0) if self.heartbeat_errors else 0
+                    answer = HeartbeatResponse(version=version, throttle_time_ms=0, error_code=code)
+                answer.with_header(correlation_id=correlation)
+                body = bytes(answer.encode(header=True))
+                writer.write(len(body).to_bytes(4, "big") + body)
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            writer.close()
+
+
+def _beat(correlation_id):
+    return frame(HeartbeatRequest, 3, correlation_id=correlation_id, **REQUESTS[HeartbeatRequest](3))
+
+
+def _codes(answers):
+    from kafka.protocol.consumer.group import HeartbeatResponse
+    return [HeartbeatResponse.decode(a, version=3, header=True).error_code for a in answers]
+
+
+def test_not_coordinator_makes_the_relay_look_again_and_a_fresh_answer_is_kept():
+    import asyncio
+
+    from tiering.serve.groups import GroupRelay
+
+    async def scenario():
+        kafka = await _FakeKafka([16, 0, 0]).start()
+        relay = GroupRelay([("127.0.0.1", kafka.port)])
+        await relay.start()
+        answers = [await relay.forward(1, _beat(n)) for n in range(3)]
+        await relay.close()
+        kafka.server.close()
+        return kafka.lookups, _codes(answers)
+
+    lookups, codes = asyncio.run(scenario())
+    # NOT_COORDINATOR is relayed as Kafka said it, and the next request looks the group up again;
+    # after a good answer the coordinator is kept.
+    assert codes == [16, 0, 0]
+    assert lookups == 2
+
+
+def test_a_known_coordinator_is_looked_up_again_after_its_time_to_live():
+    import asyncio
+
+    from tiering.serve.groups import GroupRelay
+    now = [100.0]
+
+    async def scenario():
+        kafka = await _FakeKafka([]).start()
+        relay = GroupRelay([("127.0.0.1", kafka.port)], coordinator_ttl_s=60.0, clock=lambda: now[0])
+        await relay.start()
+        await relay.forward(1, _beat(1))
+        now[0] += 59.9
+        await relay.forward(1, _beat(2))
+        seen = kafka.lookups
+        now[0] += 0.1
+        await relay.forward(1, _beat(3))
+        await relay.close()
+        kafka.server.close()
+        return seen, kafka.lookups
+
+    assert asyncio.run(scenario()) == (1, 2)

@@ -377,6 +377,8 @@ class GroupRelay:
         finally:
             await upstream.close()
         response = FindCoordinatorResponse.decode(answer, version=version, header=True)
+        if version >= 4 and not response.coordinators:
+            return None
         entry = response.coordinators[0] if version >= 4 else response
         if entry.error_code:
             self.log.info("Kafka has no coordinator for the group yet", group=group, error=entry.error_code)
