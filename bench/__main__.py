@@ -9,7 +9,8 @@ import sys
 BENCHMARKS = {"upload": "bench.upload", "ratelimit": "bench.ratelimit", "latency": "bench.latency",
               "scale": "bench.scale", "read": "bench.read", "walk": "bench.walk",
               "rollback": "bench.rollback", "pagecache": "bench.pagecache", "soak": "bench.soak",
-              "cluster": "bench.cluster"}
+              "cluster": "bench.cluster",
+              "prefetch": "bench.prefetch"}
 
 
 def main() -> int:
