@@ -48,7 +48,8 @@ class StoreEstimate:
         bandwidth = self.bandwidth
         transfer = total - first_byte
         if nbytes > 0 and transfer > 0:
-            bandwidth = _ewma(bandwidth, nbytes / transfer)
+            # a timed GET replaces a guess of "too fast to time" (no average with infinity)
+            bandwidth = _ewma(bandwidth if bandwidth != math.inf else None, nbytes / transfer)
         elif nbytes > 0 and bandwidth is None:
             bandwidth = math.inf   # all of it came with the first byte: too fast to time
         return StoreEstimate(_ewma(self.latency, first_byte), bandwidth, self.gets + 1)
