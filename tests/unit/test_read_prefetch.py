@@ -11,8 +11,8 @@ from tests.unit.memstore import MemoryStore
 from tiering.read.cursor import Prefetcher
 from tiering.read.meter import StoreMeter
 from tiering.read.pool import BufferPool
-from tiering.read.prefetch import (HEADROOM, PrefetchWindow, ReaderPace, StoreEstimate, chunks_needed,
-                                   most_ahead)
+from tiering.read.prefetch import (HEADROOM, STORE_WINDOW, PrefetchWindow, ReaderPace, StoreEstimate,
+                                   chunks_needed, most_ahead)
 from tiering.read.sources import RemoteObject
 
 CHUNK = 4 * 1024 * 1024
@@ -22,20 +22,33 @@ def test_a_get_gives_the_latency_to_its_first_byte_and_the_bandwidth_after_it():
     assert StoreEstimate().get_seconds(CHUNK) is None
     first = StoreEstimate().observe(0.05, 0.09, 4_000_000)
     assert first.latency == 0.05 and math.isclose(first.bandwidth, 1e8) and first.gets == 1
-    # Moving averages: a new GET moves each by a quarter of its difference.
-    second = first.observe(0.15, 0.19, 4_000_000)
-    assert math.isclose(second.latency, 0.075) and math.isclose(second.bandwidth, 1e8)
-    assert math.isclose(second.get_seconds(CHUNK), 0.075 + CHUNK / 1e8)
+    # The least latency and the most bandwidth of the last GETs: a GET queued behind others
+    # (later first byte, slower transfer) does not lengthen the estimate ...
+    queued = first.observe(0.15, 0.35, 4_000_000)
+    assert queued.latency == 0.05 and math.isclose(queued.bandwidth, 1e8)
+    assert math.isclose(queued.get_seconds(CHUNK), 0.05 + CHUNK / 1e8)
+    # ... a quicker one shortens it at once.
+    quick = queued.observe(0.01, 0.03, 4_000_000)
+    assert quick.latency == 0.01 and math.isclose(quick.bandwidth, 2e8) and quick.gets == 3
     # A GET with no bytes says nothing of the bandwidth; a clock that went back, no latency.
+    assert StoreEstimate().observe(0.05, 0.05, 0).bandwidth is None
     assert first.observe(0.05, 0.05, 0).bandwidth == first.bandwidth
     assert StoreEstimate().observe(-0.01, 0.02, 100).latency == 0.0
+
+
+def test_the_estimate_forgets_a_get_after_the_window():
+    estimate = StoreEstimate().observe(0.01, 0.02, 1_000_000)          # quick, 100 MB/s
+    for _ in range(STORE_WINDOW - 1):
+        estimate = estimate.observe(0.2, 0.3, 1_000_000)              # a farther store: 10 MB/s
+    assert estimate.latency == 0.01 and math.isclose(estimate.bandwidth, 1e8)
+    estimate = estimate.observe(0.2, 0.3, 1_000_000)
+    assert estimate.latency == 0.2 and math.isclose(estimate.bandwidth, 1e7)
+    assert len(estimate.recent) == STORE_WINDOW and estimate.gets == STORE_WINDOW + 1
 
 
 def test_a_get_whose_bytes_all_came_with_the_first_one_is_too_fast_to_time():
     estimate = StoreEstimate().observe(0.01, 0.01, 1000)
     assert estimate.bandwidth == math.inf and estimate.get_seconds(CHUNK) == 0.01
-    # ... until a GET that could be timed replaces that guess.
-    assert math.isclose(estimate.observe(0.01, 0.02, 1000).bandwidth, 1000 / 0.01)
 
 
 def test_a_readers_pace_counts_its_own_time_only():
@@ -50,7 +63,7 @@ def test_a_readers_pace_counts_its_own_time_only():
 
 def _store(get_seconds: float) -> StoreEstimate:
     """An estimate under which a whole chunk takes `get_seconds`: half to the first byte."""
-    return StoreEstimate(latency=get_seconds / 2, bandwidth=CHUNK / (get_seconds / 2), gets=4)
+    return StoreEstimate().observe(get_seconds / 2, get_seconds, CHUNK)
 
 
 def test_the_lead_covers_one_get_at_the_readers_pace_with_headroom_exactly():
@@ -74,7 +87,7 @@ def test_the_lead_stays_within_one_chunk_and_its_bound():
     assert chunks_needed(ReaderPace(), _store(0.25), CHUNK, most=7) == 7
     assert chunks_needed(pace, StoreEstimate(), CHUNK, most=7) == 7
     assert chunks_needed(ReaderPace(math.inf), _store(0.25), CHUNK, most=7) == 7
-    assert chunks_needed(pace, StoreEstimate(0.0, math.inf, 1), CHUNK, most=7) == 1
+    assert chunks_needed(pace, StoreEstimate().observe(0.0, 0.0, CHUNK), CHUNK, most=7) == 1
 
 
 def test_the_pool_bounds_the_lead_below_the_ceiling():

@@ -7,9 +7,10 @@ up to `prefetch_bytes`. It halves when prefetched chunks were evicted before any
 take more than the pool can spare without evicting what readers still need: the slabs that are
 free or hold chunks already consumed, less one kept for a reader's own miss.
 
-Within that, the lead adapts to what was measured (`chunks_needed`): the store's latency (time
-to a GET's first byte) and bandwidth (bytes per second of one GET after its first byte), and
-the reader's own pace (bytes per second of its time not spent waiting for chunks). A chunk
+Within that, the lead adapts to what was measured (`chunks_needed`): the store's latency (least
+time to a GET's first byte) and bandwidth (most bytes per second of one GET after its first
+byte) over its last GETs, and the reader's own pace (bytes per second of its time not spent
+waiting for chunks). A chunk
 asked for now arrives after latency + chunk / bandwidth; to never make the reader wait, the
 chunks in flight must cover what it consumes meanwhile (Little's law), with headroom for the
 spread of GET times. A near store thus keeps one or two chunks ahead, a far one many GETs in
@@ -21,12 +22,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-# Chunks in flight per chunk the reader consumes during one GET: GET times spread (and the
-# store's bandwidth is shared among the GETs in flight), so the mean alone would let the reader
-# catch up with the slow ones.
+# Chunks in flight per chunk the reader consumes during one GET: GET times spread above the
+# least (and the store's bandwidth is shared among the GETs in flight), so covering only the
+# quickest GET would let the reader catch up with the slow ones.
 HEADROOM = 1.5
-# Weight of a new measurement in the moving averages: a few GETs make an estimate; one slow
-# GET moves it by a quarter.
+# The store's estimate is over its last GETs: the least time to a first byte and the most
+# bytes per second after it among them, i.e. one GET's time without queueing (as BBR estimates
+# a path: least round trip, most bandwidth). Averages would include the queue the lead itself
+# builds at a store slower than the reader (more GETs in flight, each slower, so a longer
+# lead, ...): with them the lead ran to its bound even next to the store.
+STORE_WINDOW = 16
+# Weight of a new sample in the reader's pace (a moving average: a reader's pace has no queue
+# of ours in it, its waits are left out).
 EWMA_WEIGHT = 0.25
 
 
@@ -36,29 +43,40 @@ def _ewma(old: float | None, sample: float) -> float:
 
 @dataclass(frozen=True)
 class StoreEstimate:
-    """What the store's GETs have shown so far (None: nothing measured yet)."""
+    """What the store's last GETs have shown (None: nothing measured yet)."""
 
-    latency: float | None = None       # seconds from asking to the first byte
-    bandwidth: float | None = None     # bytes per second of one GET after its first byte
+    # (seconds from asking to the first byte, bytes per second after it or None if no bytes)
+    recent: tuple[tuple[float, float | None], ...] = ()
     gets: int = 0
 
     def observe(self, first_byte: float, total: float, nbytes: int) -> StoreEstimate:
         """One GET: `first_byte` and `total` seconds after it was sent, `nbytes` long."""
         first_byte = max(0.0, first_byte)
-        bandwidth = self.bandwidth
         transfer = total - first_byte
-        if nbytes > 0 and transfer > 0:
-            # a timed GET replaces a guess of "too fast to time" (no average with infinity)
-            bandwidth = _ewma(bandwidth if bandwidth != math.inf else None, nbytes / transfer)
-        elif nbytes > 0 and bandwidth is None:
+        if nbytes <= 0:
+            bandwidth = None
+        elif transfer <= 0:
             bandwidth = math.inf   # all of it came with the first byte: too fast to time
-        return StoreEstimate(_ewma(self.latency, first_byte), bandwidth, self.gets + 1)
+        else:
+            bandwidth = nbytes / transfer
+        return StoreEstimate((*self.recent, (first_byte, bandwidth))[-STORE_WINDOW:], self.gets + 1)
+
+    @property
+    def latency(self) -> float | None:
+        """The least time to a first byte among the last GETs."""
+        return min((f for f, _ in self.recent), default=None)
+
+    @property
+    def bandwidth(self) -> float | None:
+        """The most bytes per second of one GET after its first byte among the last GETs."""
+        return max((b for _, b in self.recent if b is not None), default=None)
 
     def get_seconds(self, nbytes: int) -> float | None:
-        """How long a GET of `nbytes` takes, by the estimate."""
-        if self.latency is None or self.bandwidth is None:
+        """How long a GET of `nbytes` takes without queueing, by the estimate."""
+        latency, bandwidth = self.latency, self.bandwidth
+        if latency is None or bandwidth is None:
             return None
-        return self.latency + (nbytes / self.bandwidth if self.bandwidth > 0 else math.inf)
+        return latency + (nbytes / bandwidth if bandwidth > 0 else math.inf)
 
 
 @dataclass(frozen=True)
