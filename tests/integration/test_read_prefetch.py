@@ -1,6 +1,7 @@
 """Adaptive prefetch against a real S3 server behind the fault proxy's fixed latency: a far store
 gets more GETs in flight at once than a near one, as the proxy itself counts them, for the
-same reader at the same pace, and the bytes read are the same either way."""
+same reader at the same pace, and the bytes read are the same either way; a partition's
+manifests are fetched together."""
 
 from __future__ import annotations
 
@@ -36,20 +37,23 @@ class _ReaderClock:
         return self.now
 
 
-def _read(config, proxy: FaultProxy) -> tuple[str, int, float]:
+def _read(config, proxy: FaultProxy) -> tuple[str, int, float, tuple[int, int]]:
     """Read the whole partition at PACE; (digest of the batches, most GETs in flight at once as
-    the proxy saw them, the store's latency as the reader measured it)."""
+    the proxy saw them, the store's latency as the reader measured it, (manifests, most of
+    them in flight at once while the partition was mapped))."""
     clock = _ReaderClock()
     digest = hashlib.sha256()
     with open_reader(config) as reader:
         reader.monotonic = clock
-        reader.catalog.partition("far", 0)     # the manifests (fetched in parallel) out of the count
+        proxy.peak_in_flight = proxy.in_flight
+        view = reader.catalog.partition("far", 0)     # the manifests, out of the read's count
+        mapping = (len(view.remote), proxy.peak_in_flight)
         proxy.peak_in_flight = proxy.in_flight
         for batch in reader.batches("far", 0, 0):
             digest.update(batch.data)
             clock.now += len(batch.data) / PACE
         latency = reader.meter.estimate.latency
-    return digest.hexdigest(), proxy.peak_in_flight, latency
+    return digest.hexdigest(), proxy.peak_in_flight, latency, mapping
 
 
 def test_a_far_store_gets_more_gets_in_flight_than_a_near_one_at_the_same_pace(env):
@@ -71,9 +75,9 @@ def test_a_far_store_gets_more_gets_in_flight_than_a_near_one_at_the_same_pace(e
             config, store=dataclasses.replace(config.store, endpoint_url=proxy.endpoint),
             read=dataclasses.replace(config.read, chunk_bytes=CHUNK, buffer_pool_bytes=64 * CHUNK,
                                      prefetch_bytes=CEILING_CHUNKS * CHUNK))
-        near_digest, near_peak, near_latency = _read(config, proxy)
+        near_digest, near_peak, near_latency, _ = _read(config, proxy)
         proxy.latency = FAR
-        far_digest, far_peak, far_latency = _read(config, proxy)
+        far_digest, far_peak, far_latency, (manifests, mapping_peak) = _read(config, proxy)
     finally:
         proxy.close()
     assert far_digest == near_digest
@@ -81,3 +85,5 @@ def test_a_far_store_gets_more_gets_in_flight_than_a_near_one_at_the_same_pace(e
     # Near: a chunk or two ahead (the fixed window's growth by use went to its ceiling either
     # way: 6 and 8 GETs at once were seen with it). Far: the ceiling's GETs in parallel.
     assert far_peak >= max(2 * near_peak, CEILING_CHUNKS // 2), (near_peak, far_peak)
+    # The partition's manifests were asked for together, not one round trip after the other.
+    assert manifests >= 2 and mapping_peak == manifests
