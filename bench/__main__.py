@@ -9,7 +9,7 @@ import sys
 BENCHMARKS = {"upload": "bench.upload", "ratelimit": "bench.ratelimit", "latency": "bench.latency",
               "scale": "bench.scale", "read": "bench.read", "walk": "bench.walk",
               "rollback": "bench.rollback", "pagecache": "bench.pagecache", "soak": "bench.soak",
-              "cluster": "bench.cluster", "serve": "bench.serve"}
+              "cluster": "bench.cluster", "serve": "bench.serve", "prefetch": "bench.prefetch"}
 
 
 def main() -> int:

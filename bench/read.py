@@ -42,7 +42,7 @@ CHUNK_BYTES = 4 * 1024 * 1024
 # Cases: (prefetch bytes, latency). The window must cover what arrives during a round trip:
 # in steady state throughput = window / (latency + window / bandwidth), so hiding a latency L
 # at bandwidth B to within 25% takes a window of about 3 x B x L (~75 MB at 500 MB/s and
-# 50 ms). 96 MiB is that; the 32 MiB default is measured beside it.
+# 50 ms). 96 MiB is that; the former 32 MiB default is measured beside it.
 PREFETCH_BYTES = 96 * 1024 * 1024
 DEFAULT_PREFETCH_BYTES = 32 * 1024 * 1024
 CASES = ((PREFETCH_BYTES, 0.0), (PREFETCH_BYTES, 0.05), (DEFAULT_PREFETCH_BYTES, 0.05), (0, 0.05), (0, 0.0))

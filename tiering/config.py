@@ -90,7 +90,7 @@ class RetentionPolicy:
 class ReadConfig:
     buffer_pool_bytes: int = 256 * 1024 * 1024
     chunk_bytes: int = 4 * 1024 * 1024
-    prefetch_bytes: int = 32 * 1024 * 1024
+    prefetch_bytes: int = 128 * 1024 * 1024
     rate_limit_bytes_per_second: int = 0
 
 

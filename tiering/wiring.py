@@ -17,6 +17,7 @@ from tiering.observability.metrics import Metrics
 from tiering.observability.sdnotify import Notifier
 from tiering.read.catalog import Catalog
 from tiering.read.pool import BufferPool
+from tiering.read.meter import StoreMeter
 from tiering.read.prefetch import PrefetchWindow
 from tiering.read.reader import TieredReader
 from tiering.store.s3 import S3Store, make_client
@@ -64,7 +65,7 @@ def open_reader(config: Config, scan: LogDirScan | None = None,
     catalog = Catalog(store, scan if scan is not None else scan_log_dirs(config.kafka.log_dirs),
                       config.store.prefix, config.store.hash_prefix, _journal_topic_ids(config.state.dir))
     try:
-        yield TieredReader(catalog, pool, window, executor, limiter, cold_method)
+        yield TieredReader(catalog, pool, window, executor, limiter, cold_method, StoreMeter(clock.monotonic))
     finally:
         if limiter is not None:
             limiter.cancel()

@@ -14,6 +14,12 @@ body). For each request it draws, from a seeded generator, whether to pass it on
 longer than botocore's own retries last); `fatal` makes it answer every request with one
 refusal (403 AccessDenied, 404 NoSuchBucket) instead. Counts of what it did are kept per kind. Responses are streamed back as raw bytes.
 
+`latency` (seconds, 0 by default) holds every request that is passed on for that long before
+sending it to the store, as a distant store would: once per request, so each round trip of a
+keep-alive connection pays it and the bandwidth is untouched. `in_flight` counts the requests
+passed on whose answer has not begun yet (held or at the store), `peak_in_flight` the most at
+once: how many GETs a client keeps going in parallel.
+
 `rule` may also pick one of the malformed answers (ANSWERS) for a request, each an answer
 some S3 implementation gives at its edges: the proxy then fetches the store's whole answer
 on a connection of its own (or makes one up), doctors it, and closes the connection after it.
@@ -83,6 +89,9 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()     # by fault kind, plus "requests"
         self.requests: list[tuple[str, str, str]] = []   # (method, path, what was done)
+        self.latency = 0.0
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._loop = asyncio.new_event_loop()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -140,6 +149,7 @@ class FaultProxy:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         downstream: asyncio.Task | None = None
         cut_answer = asyncio.Event()     # set: reset the client half-way through the next answer
+        waiting: list[bool] = []         # one per request passed on whose answer has not begun
         try:
             while True:
                 head = await client_reader.readuntil(b"\r\n\r\n")
@@ -168,7 +178,13 @@ class FaultProxy:
                     return
                 if upstream is None:
                     upstream = await asyncio.open_connection(*self.target)
-                    downstream = asyncio.create_task(self._answers(upstream[0], client_writer, cut_answer))
+                    downstream = asyncio.create_task(self._answers(upstream[0], client_writer, cut_answer,
+                                                                   waiting))
+                waiting.append(True)
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                if self.latency:
+                    await asyncio.sleep(self.latency)
                 server_writer = upstream[1]
                 server_writer.write(head)
                 body = _body_reader(client_reader, headers)
@@ -191,6 +207,8 @@ class FaultProxy:
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, StopAsyncIteration):
             pass
         finally:
+            self.in_flight -= len(waiting)
+            waiting.clear()
             if downstream is not None:
                 downstream.cancel()
             if upstream is not None:
@@ -198,9 +216,14 @@ class FaultProxy:
             client_writer.transport.abort()
 
     async def _answers(self, server_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
-                       cut_answer: asyncio.Event) -> None:
+                       cut_answer: asyncio.Event, waiting: list[bool]) -> None:
         try:
             while data := await server_reader.read(1 << 16):
+                if waiting and not data.startswith(b"HTTP/1.1 100"):
+                    # An answer begins (clients here do not pipeline: one request at a time on a
+                    # connection, so the data that follows a request is its answer).
+                    waiting.pop()
+                    self.in_flight -= 1
                 if cut_answer.is_set() and not data.startswith(b"HTTP/1.1 100"):
                     client_writer.write(data[: max(1, len(data) // 2)])
                     await client_writer.drain()

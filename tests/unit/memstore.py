@@ -75,8 +75,11 @@ class MemoryStore:
             raise ObjectTooLarge("get", key, len(data), max_bytes)
         return data
 
-    def get_range_into(self, key: str, start: int, target: memoryview) -> int:
+    def get_range_into(self, key: str, start: int, target: memoryview,
+                       on_first_byte: Callable[[], None] | None = None) -> int:
         self._call("get-range", key)
+        if on_first_byte is not None:
+            on_first_byte()
         piece = self._get(key, "get")[start:start + len(target)]
         target[:len(piece)] = piece
         return len(piece)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -29,6 +30,12 @@ from tiering.store.protocol import ObjectInfo, ObjectStore
 # (layout, partition root, first local offset) -> the manifests listed below that offset, as
 # partition_manifest_keys answers: how a caller that caches the store's listing supplies it.
 Listing = Callable[[KeyLayout, str, "int | None"], list[tuple[ParsedKey, ObjectInfo]]]
+
+
+# Manifests fetched at once when a partition is first mapped: each is a round trip, and one
+# after the other they kept a far store's reader from its first batch for seconds (32
+# manifests at 50 ms: 2.4 s).
+MANIFEST_FETCHES = 16
 
 
 class UnknownPartition(UsageError):
@@ -135,6 +142,7 @@ class Catalog:
             listed = partition_manifest_keys(self.store, layout, root, below=first_local)
         else:
             listed = listing(layout, root, first_local)
+        self._fetch_ahead([info.key for _, info in listed])
         usable, unusable = [], []
         for _, info in listed:
             try:
@@ -151,6 +159,21 @@ class Catalog:
             if piece.first <= last:
                 remote.append(RemoteSegment(piece.first, piece.link.manifest_key, last, piece.link.base_offset))
         return PartitionView(topic, partition, topic_id, local, high_watermark, tuple(remote), tuple(unusable))
+
+    def _fetch_ahead(self, keys: list[str]) -> None:
+        """Fetch the manifests not cached yet in parallel; failures are left for the caller's
+        own fetch of that key to report, in order."""
+        missing = [k for k in keys if self.cached_manifest(k) is None]
+        if len(missing) < 2:
+            return
+
+        def quietly(key: str) -> None:
+            try:
+                self.manifest(key)
+            except Exception:  # the serial pass fetches it again and raises what it is
+                pass
+        with ThreadPoolExecutor(min(MANIFEST_FETCHES, len(missing)), thread_name_prefix="manifests") as pool:
+            list(pool.map(quietly, missing))
 
     def cached_manifest(self, key: str) -> SegmentManifest | None:
         with self._lock:

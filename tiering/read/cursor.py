@@ -8,35 +8,57 @@ are copied out (a batch is decoded from its own copy, and the slab is free for r
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import Executor
 from typing import Callable, Sequence
 
+from tiering.read.meter import StoreMeter
 from tiering.read.pool import BufferPool, ChunkHandle
-from tiering.read.prefetch import PrefetchWindow
+from tiering.read.prefetch import PrefetchWindow, ReaderPace, chunks_needed, most_ahead
 from tiering.files import open_regular
 from tiering.read.sources import ChunkSource, ShortRead
 
 
 class Prefetcher:
-    """One reader's prefetch: its window, and the requests it makes ahead of the chunk it is on."""
+    """One reader's prefetch: its window, its pace, and the requests it makes ahead of the
+    chunk it is on. With a `meter` (the store's measured latency and bandwidth) the lead is
+    what covers a GET's time at the reader's pace (tiering.read.prefetch.chunks_needed)."""
 
-    def __init__(self, pool: BufferPool, executor: Executor | None, window: PrefetchWindow):
+    def __init__(self, pool: BufferPool, executor: Executor | None, window: PrefetchWindow,
+                 meter: StoreMeter | None = None, monotonic: Callable[[], float] = time.monotonic):
         self.pool = pool
         self.executor = executor
         self.window = window
+        self.meter = meter
+        self.monotonic = monotonic
+        self.pace = ReaderPace()
+        self.lead = 0            # the last lead asked for (tests and benchmarks look)
         self._wasted_seen = pool.prefetch_wasted
+        self._last: float | None = None
 
-    def advance(self, sources: Sequence[ChunkSource], index: int, was_prefetched: bool) -> None:
-        """The reader is now on chunk `index` of `sources[0]`; `sources[1:]` come after it."""
+    def advance(self, sources: Sequence[ChunkSource], index: int, was_prefetched: bool,
+                waited: float = 0.0) -> None:
+        """The reader is now on chunk `index` of `sources[0]`; `sources[1:]` come after it.
+        `waited`: seconds it just spent waiting for that chunk (not its own pace)."""
         if self.executor is None or not self.window.enabled:
             return
+        now = self.monotonic()
+        if self._last is not None:
+            # From the last chunk to this one, less the wait: the time the reader spent on one
+            # chunk's bytes (the last chunk of an object is shorter: a pace a little high,
+            # which errs towards a longer lead).
+            self.pace = self.pace.observe(self.pool.chunk_bytes, now - self._last - waited)
+        self._last = now
         wasted = self.pool.prefetch_wasted
         if wasted > self._wasted_seen:
             self.window = self.window.wasted(wasted - self._wasted_seen)
             self._wasted_seen = wasted
         if was_prefetched:
             self.window = self.window.used()
-        lead = self.window.ahead()
+        most = most_ahead(self.window.max_chunks, self.pool.slab_count)
+        needed = (chunks_needed(self.pace, self.meter.estimate, self.pool.chunk_bytes, most)
+                  if self.meter is not None else most)
+        lead = self.lead = self.window.ahead(needed)
         allowed = self.window.new_requests(self.pool.spare_slabs())
         chunk = self.pool.chunk_bytes
         for source, i in _following_chunks(sources, index, chunk):
@@ -95,10 +117,13 @@ class PooledCursor:
             self._handle.release(consumed=index > self._index)
             self._handle = None
         chunk = self._pool.chunk_bytes
+        prefetcher = self._prefetcher
+        asked = prefetcher.monotonic() if prefetcher is not None else 0.0
         handle = self._pool.get(self.source.chunk_key(index), self.source.loader(index, chunk))
         self._handle, self._index = handle, index
-        if self._prefetcher is not None:
-            self._prefetcher.advance([self.source, *self._following()], index, handle.was_prefetched)
+        if prefetcher is not None:
+            prefetcher.advance([self.source, *self._following()], index, handle.was_prefetched,
+                               prefetcher.monotonic() - asked)
         return handle
 
     def close(self, finished: bool = True) -> None:

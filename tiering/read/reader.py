@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import crc32c
 
@@ -33,6 +34,7 @@ from tiering.kafka.records import Record, decode_batch
 from tiering.read import offsets
 from tiering.read.catalog import BadRemoteSegment, Catalog, OffsetOutOfRange, PartitionView, RemoteSegment
 from tiering.read.cursor import HotFile, PooledCursor, Prefetcher
+from tiering.read.meter import StoreMeter
 from tiering.read.pool import BufferPool
 from tiering.read.prefetch import PrefetchWindow
 from tiering.read.sources import ChunkSource, ColdFile, RemoteObject, ShortRead
@@ -94,7 +96,8 @@ class _Segment:
 
 class TieredReader:
     def __init__(self, catalog: Catalog, pool: BufferPool, window: PrefetchWindow, executor: Executor | None,
-                 limiter: RateLimiter | None = None, cold_method: str | None = None):
+                 limiter: RateLimiter | None = None, cold_method: str | None = None,
+                 meter: StoreMeter | None = None, monotonic: Callable[[], float] | None = None):
         self.catalog = catalog
         self.pool = pool
         self.window = window
@@ -103,6 +106,9 @@ class TieredReader:
         self.cold_method = cold_method
         self._txn_cache: dict[str, bytes] = {}
         self._txn_lock = threading.Lock()
+        self.meter = meter      # the store's measured latency and bandwidth: adaptive prefetch
+        # The clock a read's pace is measured on (prefetch sizes its lead from it).
+        self.monotonic = monotonic or (meter.monotonic if meter is not None else time.monotonic)
 
     # -- what a partition holds -------------------------------------------------------------
 
@@ -186,7 +192,7 @@ class TieredReader:
         """(segment, header, bytes, fresh) of every batch walked, in order; `fresh` is False for
         a batch ending below what was asked for or already yielded (from an overlapping piece)."""
         opened = _Sources(self, segments)
-        prefetcher = Prefetcher(self.pool, self.executor, self.window)
+        prefetcher = Prefetcher(self.pool, self.executor, self.window, self.meter, self.monotonic)
         floor = from_offset   # a batch ending below it was shown already, or was not asked for
         try:
             for i, segment in enumerate(segments):
@@ -220,7 +226,7 @@ class TieredReader:
     def remote_source(self, segment: RemoteSegment) -> RemoteObject:
         log = self.catalog.manifest(segment.manifest_key).object("log")
         assert log is not None  # parse_manifest guarantees a log object
-        return RemoteObject(self.catalog.store, log.key, log.size, self.limiter)
+        return RemoteObject(self.catalog.store, log.key, log.size, self.limiter, self.meter)
 
     def _start_position(self, segment: _Segment, offset: int) -> int:
         if segment.remote is not None:

@@ -18,6 +18,7 @@ from typing import Hashable, Protocol
 
 from tiering.files import open_regular
 from tiering.read import pagecache
+from tiering.read.meter import StoreMeter
 from tiering.read.pool import Loader
 from tiering.store.protocol import ObjectStore
 from tiering.upload.ratelimit import RateLimiter
@@ -40,6 +41,7 @@ class RemoteObject:
     key: str
     size: int
     limiter: RateLimiter | None = None
+    meter: StoreMeter | None = None     # hears each GET's times (adaptive prefetch)
 
     def chunk_key(self, index: int) -> Hashable:
         return ("store", self.key, index)
@@ -51,12 +53,23 @@ class RemoteObject:
         def load(slab: memoryview) -> int:
             if self.limiter is not None:
                 self.limiter.charge(length)
-            got = self.store.get_range_into(self.key, start, slab[:length])
+            got = self._timed_get(start, slab[:length])
             if got != length:
                 raise ShortRead(f"{self.key}: {got} bytes at {start}, expected {length} (the object is "
                                 "shorter than its manifest says)")
             return got
         return load
+
+    def _timed_get(self, start: int, target: memoryview) -> int:
+        if self.meter is None:
+            return self.store.get_range_into(self.key, start, target)
+        clock = self.meter.monotonic
+        sent = clock()
+        first: list[float] = []
+        got = self.store.get_range_into(self.key, start, target, on_first_byte=lambda: first.append(clock()))
+        done = clock()
+        self.meter.observe((first[0] if first else done) - sent, done - sent, got)
+        return got
 
 
 class ShortRead(IOError):

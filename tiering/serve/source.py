@@ -201,6 +201,7 @@ class PartitionSource:
         """A source with its own pool, prefetch threads and (unless given) store client, as
         `tiering cat`'s reader has; `close()` releases them. In cluster mode the high watermark
         is asked of the cluster (unless `high_watermarks` is given)."""
+        from tiering.read.meter import StoreMeter
         from tiering.store.s3 import S3Store, make_client
         from tiering.upload.ratelimit import RateLimiter
         from tiering.wiring import MAX_PREFETCH_THREADS, _journal_topic_ids
@@ -230,7 +231,9 @@ class PartitionSource:
                 executor.shutdown(wait=True, cancel_futures=True)
             if owned_store:
                 store.close()
-        reader = TieredReader(catalog, pool, window, executor, limiter)
+        # The store's measured latency and bandwidth size the prefetch lead (adaptive prefetch),
+        # shared by every fetch of this source.
+        reader = TieredReader(catalog, pool, window, executor, limiter, None, StoreMeter(clock.monotonic))
         return cls(reader, log_dirs, clock.monotonic, high_watermarks=high_watermarks, freshness=freshness,
                    on_close=release)
 

@@ -45,9 +45,11 @@ class ObjectStore(Protocol):
         """A whole object of at most `max_bytes`; a bigger one raises ObjectTooLarge (a
         StoreError) without being read."""
 
-    def get_range_into(self, key: str, start: int, target: memoryview) -> int:
+    def get_range_into(self, key: str, start: int, target: memoryview,
+                       on_first_byte: Callable[[], None] | None = None) -> int:
         """Bytes [start, start + len(target)) of an object, read into `target`; returns the
-        count (short only at the object's end)."""
+        count (short only at the object's end). `on_first_byte` is called once the store's
+        answer has begun (its status and headers are in), to time its latency."""
 
     def download_into(self, key: str, target: BinaryIO, size: int,
                       on_bytes: Callable[[int], None] = lambda n: None) -> None:

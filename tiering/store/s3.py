@@ -337,13 +337,17 @@ class S3Store:
                         raise ObjectTooLarge("get", key, -1, max_bytes)
                 return bytes(data)
 
-    def get_range_into(self, key: str, start: int, target: memoryview) -> int:
+    def get_range_into(self, key: str, start: int, target: memoryview,
+                       on_first_byte: Callable[[], None] | None = None) -> int:
         """Read bytes [start, start + len(target)) of `key` into `target` with one ranged
         GET (straight into the caller's buffer, nothing allocated per chunk); returns how many
-        bytes came, fewer only at the end of the object."""
+        bytes came, fewer only at the end of the object. `on_first_byte`: called when the
+        answer's head is in (get_object returns then; the body is still to come)."""
         with store_call("get", key):
             body = self.client.get_object(Bucket=self.bucket, Key=key,
                                           Range=f"bytes={start}-{start + len(target) - 1}")["Body"]
+            if on_first_byte is not None:
+                on_first_byte()
             filled = 0
             with body:
                 while filled < len(target):
