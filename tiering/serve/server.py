@@ -79,6 +79,7 @@ class ServeEndpoint:
         self._server: asyncio.base_events.Server | None = None
         self._ids = itertools.count(1)
         self._open: dict[int, asyncio.StreamWriter] = {}
+        self._tasks: set[asyncio.Task] = set()
         self.handlers: apis.Handlers | None = None
         self.poll_s = poll_s
         self.address: tuple[str, int] | None = None
@@ -102,8 +103,9 @@ class ServeEndpoint:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            for writer in list(self._open.values()):
-                writer.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
         if self.groups is not None:
@@ -125,6 +127,10 @@ class ServeEndpoint:
                              max_connections=self.config.max_connections)
             writer.close()
             return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         subject = tls.peer_subject(writer.get_extra_info("peercert"))
         access = apis.Access(tls.allowed_topics(self.config, subject))
         self._open[conn_id] = writer
@@ -254,7 +260,13 @@ class ThreadedEndpoint:
 
     def start(self) -> tuple[str, int]:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.endpoint.start(), self._loop).result(timeout=30)
+        try:
+            asyncio.run_coroutine_threadsafe(self.endpoint.start(), self._loop).result(timeout=30)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
+            raise
         assert self.endpoint.address is not None
         return self.endpoint.address
 
