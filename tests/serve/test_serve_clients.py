@@ -8,6 +8,8 @@ import time
 
 import confluent_kafka
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
 from kafka.protocol.metadata.api_versions import ApiVersionsRequest
@@ -134,3 +136,23 @@ def test_metrics_count_requests_and_bytes(endpoint):
     assert value("tiering_serve_bytes_total", {"tier": "store"}) > 0
     assert value("tiering_serve_connections_total", {"result": "accepted"}) > 0
     assert value("tiering_serve_fetch_seconds_count") > 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=0, max_size=40), st.integers(0, 80))
+def test_fuzzed_connections_never_disturb_another(endpoint, junk, declared):
+    bystander = raw_connection(endpoint)
+    try:
+        bad = raw_connection(endpoint)
+        bad.sendall(struct.pack(">i", declared) + junk)
+        bad.shutdown(1)        # whatever it made of it, the endpoint now sees the end of the stream
+        bad.settimeout(10)
+        try:
+            while bad.recv(4096):
+                pass             # an answer, if the junk happened to be a request; then the close
+        except ConnectionResetError:
+            pass
+        bad.close()
+        assert _api_versions(bystander).error_code == 0
+    finally:
+        bystander.close()

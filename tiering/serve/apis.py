@@ -343,7 +343,11 @@ def no_coordinator(api_key: int, req: Any, version: int) -> dict:
         if version >= 8:
             return {"throttle_time_ms": 0, "groups": [
                 {"group_id": g.group_id, "topics": [], "error_code": e} for g in req.groups]}
-        return {"throttle_time_ms": 0, "topics": [], "error_code": e}
+        # before v2 there is no top-level error: each asked partition carries it
+        return {"throttle_time_ms": 0, "error_code": e, "topics": [
+            {"name": t.name, "partitions": [{"partition_index": i, "committed_offset": -1, "metadata": "",
+                                             "error_code": e} for i in t.partition_indexes]}
+            for t in (req.topics or [])]}
     if api_key == 15:    # DescribeGroups
         return {"throttle_time_ms": 0, "groups": [
             {"error_code": e, "group_id": g, "group_state": "", "protocol_type": "", "protocol_data": "",
