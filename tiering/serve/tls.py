@@ -6,6 +6,7 @@ import ssl
 from typing import Any
 
 from tiering.config import ServeConfig
+from tiering.errors import ConfigError
 
 
 def server_context(config: ServeConfig) -> ssl.SSLContext | None:
@@ -16,11 +17,24 @@ def server_context(config: ServeConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(config.tls_cert_file), str(config.tls_key_file))
+    try:
+        context.load_cert_chain(str(config.tls_cert_file), str(config.tls_key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("[serve]", [f"serve.tls_cert_file {config.tls_cert_file}, serve.tls_key_file "
+                                      f"{config.tls_key_file}: cannot load ({_why(exc)}); a PEM certificate "
+                                      "and its private key"]) from None
     if config.tls_ca_file is not None:
         context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=str(config.tls_ca_file))
+        try:
+            context.load_verify_locations(cafile=str(config.tls_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("[serve]", [f"serve.tls_ca_file {config.tls_ca_file}: cannot load ({_why(exc)}); "
+                                          "PEM certificates of the CAs that sign client certificates"]) from None
     return context
+
+
+def _why(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
 
 
 def peer_subject(peercert: Any) -> str | None:
