@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.realkafka.conftest import kafka_libs  # noqa: F401  (the fixture: fetched jars, or skip/fail as there)
+
+pytestmark = pytest.mark.realkafka
 
 
 def test_java_console_consumer_reads_a_partition_from_earliest(endpoint, kafka_libs):  # noqa: F811
