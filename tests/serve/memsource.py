@@ -44,6 +44,8 @@ class MemorySource:
         self._lock = threading.Lock()
         self._topics: dict[str, TopicInfo] = {}
         self._batches: dict[tuple[str, int], list[tuple[int, int, int, bytes]]] = {}  # base, last, max ts, bytes
+        self.aborted: dict[tuple[str, int], tuple[AbortedTxn, ...]] = {}
+        self.stable_lag: dict[tuple[str, int], int] = {}   # last stable offset this far below the high watermark
 
     def add_topic(self, name: str, partitions: int, topic_id: uuid.UUID | None = None) -> None:
         with self._lock:
@@ -69,7 +71,7 @@ class MemorySource:
         if log is None:
             return None
         end = log[-1][1] + 1 if log else 0
-        return PartitionState(0, end, end)
+        return PartitionState(0, end, end - self.stable_lag.get((topic, partition), 0))
 
     def state(self, topic: str, partition: int) -> PartitionState | None:
         with self._lock:
@@ -90,7 +92,8 @@ class MemorySource:
                     break
                 out.append(data)
                 size += len(data)
-            return FetchResult(0, state, b"".join(out), (), "store" if offset == 0 else "local")
+            aborted = self.aborted.get((topic, partition), ()) if read_committed else ()
+            return FetchResult(0, state, b"".join(out), aborted, "store" if offset == 0 else "local")
 
     def offset_for_timestamp(self, topic: str, partition: int, timestamp_ms: int) -> tuple[int, int] | None:
         with self._lock:

@@ -100,6 +100,12 @@ class ServeEndpoint:
         self.log.info("kafka-protocol endpoint listening", listen=f"{self.address[0]}:{self.address[1]}",
                       tls=self._ssl is not None, mutual_tls=self.config.tls_ca_file is not None)
 
+    def set_topology(self, topology: TopologySource) -> None:
+        """Replace the topology (tests that need the bound port in it)."""
+        self._topology = topology
+        if self.handlers is not None:
+            self.handlers.topology = topology.current
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
