@@ -25,6 +25,7 @@ from tiering.serve import apis, codec, tls
 from tiering.serve.topology import StaticTopology, TopologySource, single
 
 FETCH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf"))
+HANDSHAKE_TIMEOUT_S = 10.0     # a client that never finishes its TLS handshake is dropped
 READ_APIS = {18: "ApiVersions", 3: "Metadata", 1: "Fetch", 2: "ListOffsets", 10: "FindCoordinator"}
 
 
@@ -87,7 +88,12 @@ class ServeEndpoint:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # TLS in start_server, not StreamWriter.start_tls in _connection: the stream reader would
+        # already have buffered the ClientHello. The cost: a refused handshake (no client
+        # certificate, another CA) never reaches _connection, so it has no log event of ours
+        # (asyncio drops it silently outside debug mode); the client sees the TLS alert.
         self._server = await asyncio.start_server(self._connection, self._host, self._port, ssl=self._ssl,
+                                                  ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self._ssl else None,
                                                   reuse_address=True, limit=64 * 1024)
         bound = self._server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
