@@ -511,12 +511,13 @@ class Daemon:
             ("store", old.store, new.store),
             ("state", old.state, new.state),
             ("metrics", old.metrics, new.metrics),
+            ("serve", old.serve, new.serve),
             ("upload.concurrency", old.upload.concurrency, new.upload.concurrency),
             ("upload.part_size_bytes", old.upload.part_size_bytes, new.upload.part_size_bytes),
         ) if before != after]
         applied = replace(new, kafka=replace(new.kafka, log_dirs=old.kafka.log_dirs,
                                              bootstrap_servers=old.kafka.bootstrap_servers),
-                          store=old.store, state=old.state, metrics=old.metrics,
+                          store=old.store, state=old.state, metrics=old.metrics, serve=old.serve,
                           upload=replace(new.upload, concurrency=old.upload.concurrency,
                                          part_size_bytes=old.upload.part_size_bytes))
         self.config = applied

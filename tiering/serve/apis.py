@@ -58,7 +58,9 @@ GROUP_VERSIONS: Mapping[int, tuple[int, int]] = {8: (2, 9), 9: (1, 9), 11: (0, 9
 def supported_versions(groups: Any | None) -> dict[int, tuple[int, int]]:
     """Every advertised API key -> (min, max), clipped to what kafka-python can code."""
     table = {**READ_VERSIONS, **REFUSED_VERSIONS}
-    table.update(groups.versions() if groups is not None else GROUP_VERSIONS)
+    relayed = groups.versions() if groups is not None else GROUP_VERSIONS
+    # only the group APIs come from the relay: FindCoordinator and the rest are answered here
+    table.update({k: v for k, v in relayed.items() if k in GROUP_VERSIONS})
     clipped = {}
     for key, (lo, hi) in table.items():
         s_lo, s_hi = codec.schema_versions(key)
