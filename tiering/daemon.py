@@ -167,7 +167,7 @@ class Daemon:
             # issue 20: the Kafka-protocol endpoint on its own loop thread, on the daemon's registry
             from tiering.serve.wiring import start_in_daemon
             try:
-                self.serve = start_in_daemon(self.config, self.store, self.metrics.registry, self.clock, self.log)
+                self.serve = start_in_daemon(self.config, self.metrics.registry, self.clock, self.log)
             except OSError as exc:
                 raise TieringError(f"serve.listen {self.config.serve.listen}: cannot listen ({exc.strerror or exc}); "
                                    "free the port or change serve.listen (\"\" disables it)") from None

@@ -15,7 +15,6 @@ from tiering.config import load_config
 from tiering.errors import EXIT_OK, ConfigError, TieringError
 from tiering.observability.http import HealthServer
 from tiering.observability.logging import configure_logging
-from tiering.wiring import open_store
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,8 +31,7 @@ def main(args: argparse.Namespace) -> int:
                                         "to serve the Kafka protocol"])
     log = configure_logging(sys.stdout)
     registry = CollectorRegistry()
-    store = open_store(config)
-    source = open_source(config, store, registry, SystemClock())
+    source = open_source(config, registry, SystemClock())
     endpoint, watch = open_endpoint(config, source, registry, log)
     http = None
     try:
@@ -64,4 +62,3 @@ def main(args: argparse.Namespace) -> int:
             watch.close()
         endpoint.stop()
         source.close()
-        store.close()

@@ -92,7 +92,7 @@ Blocking = Callable[..., Awaitable[Any]]
 class Handlers:
     def __init__(self, source: Any, topology: Callable[[], Topology], blocking: Blocking,
                  versions: Mapping[int, tuple[int, int]], *, max_inflight_bytes: int, poll_s: float = 0.05,
-                 cluster_id: str = "tiering-serve"):
+                 cluster_id: str = "tiering-serve", log: Any = None):
         self.source = source
         self.topology = topology
         self.blocking = blocking
@@ -100,6 +100,7 @@ class Handlers:
         self.max_inflight_bytes = max_inflight_bytes
         self.poll_s = poll_s
         self.cluster_id = cluster_id
+        self.log = log
 
     # -- ApiVersions ----------------------------------------------------------------------
 
@@ -246,6 +247,10 @@ class Handlers:
         result = await self.blocking(self.source.fetch, name, p.partition, p.fetch_offset, max(limit, 1),
                                      read_committed)
         answer["error_code"] = result.error
+        if result.error and getattr(result, "detail", "") and self.log is not None:
+            # a storage error: the client only sees its code, the operator needs what failed
+            self.log.warning("kafka-protocol fetch failed", topic=name, partition=p.partition,
+                             offset=p.fetch_offset, error_code=result.error, detail=result.detail)
         if result.state is not None:
             _state_into(answer, result.state)
         if not first and len(result.records) > limit:

@@ -102,7 +102,8 @@ class ServeEndpoint:
                 socket.getfqdn() if self._host in ("", "0.0.0.0", "::") else self._host)
             self._topology = StaticTopology(single(advertised, self.address[1]))
         self.handlers = apis.Handlers(self.source, self._topology.current, self._blocking, self.versions,
-                                      max_inflight_bytes=self.config.max_inflight_bytes, poll_s=self.poll_s)
+                                      max_inflight_bytes=self.config.max_inflight_bytes, poll_s=self.poll_s,
+                                      log=self.log)
         self.log.info("kafka-protocol endpoint listening", listen=f"{self.address[0]}:{self.address[1]}",
                       tls=self._ssl is not None, mutual_tls=self.config.tls_ca_file is not None)
 

@@ -21,10 +21,15 @@ from tiering.serve.server import ServeEndpoint, ThreadedEndpoint
 from tiering.serve.topology import ClusterTopology, StaticTopology, TopologySource, single
 
 
-def open_source(config: Config, store: Any, registry: CollectorRegistry, clock: Any) -> Any:
-    """The PartitionSource of issue 20 (tiering/serve/source.py, built elsewhere)."""
+def open_source(config: Config, registry: CollectorRegistry, clock: Any) -> Any:
+    """The PartitionSource of issue 20 (tiering/serve/source.py), with its own store client,
+    pool and prefetch threads: the daemon's store client is sized for uploads, and a backfill
+    must not queue behind them."""
+    import inspect
+
     from tiering.serve.source import PartitionSource
-    return PartitionSource.from_config(config, store, registry=registry, clock=clock)
+    extra = {"registry": registry} if "registry" in inspect.signature(PartitionSource.from_config).parameters else {}
+    return PartitionSource.from_config(config, None, clock=clock, **extra)
 
 
 def advertised_host(config: Config) -> str:
@@ -108,10 +113,10 @@ class RunningEndpoint:
         self.source.close()
 
 
-def start_in_daemon(config: Config, store: Any, registry: CollectorRegistry, clock: Any, log: Any) -> RunningEndpoint:
+def start_in_daemon(config: Config, registry: CollectorRegistry, clock: Any, log: Any) -> RunningEndpoint:
     """Start the endpoint inside `tiering run` (a bind failure raises OSError at start, as the
     metrics listener's does)."""
-    source = open_source(config, store, registry, clock)
+    source = open_source(config, registry, clock)
     endpoint, watch = open_endpoint(config, source, registry, log)
     try:
         endpoint.start()
