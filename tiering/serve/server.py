@@ -88,6 +88,9 @@ class ServeEndpoint:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.groups is not None and hasattr(self.groups, "start"):
+            await self.groups.start()       # the relay learns the cluster's group API versions
+            self.versions = apis.supported_versions(self.groups)
         # TLS in start_server, not StreamWriter.start_tls in _connection: the stream reader would
         # already have buffered the ClientHello. The cost: a refused handshake (no client
         # certificate, another CA) never reaches _connection, so it has no log event of ours

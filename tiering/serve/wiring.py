@@ -32,6 +32,16 @@ def open_source(config: Config, registry: CollectorRegistry, clock: Any) -> Any:
     return PartitionSource.from_config(config, None, clock=clock, **extra)
 
 
+def group_relay(config: Config, log: Any) -> Any | None:
+    """Cluster mode: consumer-group requests relayed to Kafka's coordinators (groups.py)."""
+    try:
+        from tiering.serve.groups import GroupRelay
+    except ImportError:       # built alongside this module (issue 20); until then groups answer
+        return None           # COORDINATOR_NOT_AVAILABLE and assign() consumers still work
+    servers = [s.strip().rpartition(":") for s in (config.kafka.bootstrap_servers or "").split(",") if s.strip()]
+    return GroupRelay([(host, int(port)) for host, _, port in servers], log=log)
+
+
 def advertised_host(config: Config) -> str:
     host, _ = config.serve.host_port
     if config.serve.advertised_host:
@@ -96,6 +106,8 @@ def open_endpoint(config: Config, source: Any, registry: CollectorRegistry, log:
         topology = ClusterTopology(watch.view, watch.hosts, host, config.serve.host_port[1], config.serve.peers)
     else:
         topology = StaticTopology(single(host, config.serve.host_port[1])) if config.serve.host_port[1] else None
+    if groups is None and config.cluster_mode:
+        groups = group_relay(config, log)
     endpoint = ServeEndpoint(config.serve, source, topology, groups, registry, SystemClock(), log=log)
     return ThreadedEndpoint(endpoint), watch
 
