@@ -125,3 +125,25 @@ def test_group_requests_go_to_the_relay_byte_for_byte(served):
         assert [(c.node_id, c.host, c.error_code) for c in coordinator.coordinators] == [(1, "me", 0)]
     advertised = served.endpoint.versions
     assert advertised[12] == (0, 3) and 11 not in advertised      # the relay's table, not ours
+
+
+def test_latest_is_the_last_stable_offset_under_read_committed(served):
+    def latest(isolation: int) -> int:
+        asked = codec.build(ListOffsetsRequest[7], {"replica_id": -1, "isolation_level": isolation, "topics": [
+            {"name": "events", "partitions": [{"partition_index": 0, "timestamp": -1}]}]})
+        return _ask(served, asked, 2, 7).topics[0].partitions[0].offset
+    assert (latest(0), latest(1)) == (30, 20)
+
+
+def test_a_fetch_with_an_error_is_answered_without_waiting(served):
+    body = codec.build(FetchRequest[12], {
+        "replica_id": -1, "max_wait_ms": 60_000, "min_bytes": 1, "max_bytes": 1 << 20, "isolation_level": 0,
+        "session_id": 0, "session_epoch": -1, "rack_id": "", "forgotten_topics_data": [],
+        "topics": [{"topic": "events", "partitions": [{"partition": 0, "fetch_offset": 30, "partition_max_bytes": 100},
+                                                      {"partition": 1, "fetch_offset": 0, "partition_max_bytes": 100}]},
+                   {"topic": "no-such-topic", "partitions": [{"partition": 0, "fetch_offset": 0,
+                                                              "partition_max_bytes": 100}]}]})
+    with socket.create_connection(served.endpoint.address, timeout=5) as sock:   # a 60 s wait would time out
+        answer = codec.decode_response(1, 12, roundtrip(sock, codec.encode_request(body, 12, 21)))
+    errors = {(t.topic, p.partition_index): p.error_code for t in answer.responses for p in t.partitions}
+    assert errors == {("events", 0): 0, ("events", 1): 6, ("no-such-topic", 0): 3}

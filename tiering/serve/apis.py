@@ -150,17 +150,19 @@ class Handlers:
     async def list_offsets(self, req: Any, version: int, access: Access) -> dict:
         topo = self.topology()
         topics = []
+        read_committed = version >= 2 and req.isolation_level == 1
         for t in req.topics:
             partitions = []
             for p in t.partitions:
-                error, offset, ts = await self._offset(t.name, p.partition_index, p.timestamp, topo, access)
+                error, offset, ts = await self._offset(t.name, p.partition_index, p.timestamp, topo, access,
+                                                       read_committed)
                 partitions.append({"partition_index": p.partition_index, "error_code": error,
                                    "timestamp": ts, "offset": offset, "leader_epoch": -1})
             topics.append({"name": t.name, "partitions": partitions})
         return {"throttle_time_ms": 0, "topics": topics}
 
     async def _offset(self, topic: str, partition: int, timestamp: int, topo: Topology,
-                      access: Access) -> tuple[int, int, int]:
+                      access: Access, read_committed: bool) -> tuple[int, int, int]:
         if not access.allows(topic):
             return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
         if not topo.leads(topic, partition):
@@ -169,7 +171,8 @@ class Handlers:
         if state is None:
             return UNKNOWN_TOPIC_OR_PARTITION, -1, -1
         if timestamp == LATEST:
-            return NONE, state.high_watermark, -1
+            # Kafka: the latest offset a read_committed consumer may see is the last stable one
+            return NONE, state.last_stable_offset if read_committed else state.high_watermark, -1
         if timestamp in (EARLIEST, EARLIEST_LOCAL):
             # "local" is both tiers here: this endpoint's log is the whole log
             return NONE, state.log_start_offset, -1
@@ -197,7 +200,9 @@ class Handlers:
         while True:
             responses, served = await self._fetch_once(wanted, version, read_committed, topo, access,
                                                        min(req.max_bytes, self.max_inflight_bytes), outcome)
-            if served >= req.min_bytes or loop.time() >= deadline or not wanted:
+            failed = any(p["error_code"] for t in responses for p in t["partitions"])
+            # an error is answered at once, as Kafka does: the client has something to act on
+            if served >= req.min_bytes or failed or loop.time() >= deadline or not wanted:
                 break
             if not await self._wait_for_data(wanted, read_committed, deadline):
                 break
