@@ -202,3 +202,12 @@ def test_allowlist_by_subject_or_common_name_and_deny_by_default():
     assert tls.peer_subject({"subject": ((("organizationName", "Acme"),), (("commonName", "ops"),))}) == "O=Acme,CN=ops"
     access = apis.Access(("events*",))
     assert access.allows("events-1") and not access.allows("secret")
+
+
+def test_broker_hosts_from_describe_cluster():
+    from tiering.serve.wiring import broker_hosts
+    described = {"cluster_id": "c", "controller_id": 1, "brokers": [
+        {"broker_id": 1, "host": "k1", "port": 9092, "rack": None, "is_fenced": False},
+        {"broker_id": 2, "host": "k2", "port": 9092, "rack": None, "is_fenced": True},
+        {"node_id": 3, "host": "k3", "port": 9092, "rack": None}]}
+    assert broker_hosts(described) == {1: "k1", 3: "k3"}

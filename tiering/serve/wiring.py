@@ -49,6 +49,17 @@ def advertised_host(config: Config) -> str:
     return socket.getfqdn() if host in ("", "0.0.0.0", "::") else host
 
 
+def broker_hosts(described: Mapping[str, Any]) -> dict[int, str]:
+    """Broker id -> host from kafka-python's describe_cluster() (DescribeCluster names the id
+    `broker_id`; its Metadata fallback `node_id` before renaming it)."""
+    hosts = {}
+    for broker in described.get("brokers") or ():
+        broker_id = broker.get("broker_id", broker.get("node_id"))
+        if broker_id is not None and broker.get("host") and not broker.get("is_fenced", False):
+            hosts[int(broker_id)] = broker["host"]
+    return hosts
+
+
 class ClusterWatch:
     """Keeps the cluster's leadership and broker hosts fresh on a thread of its own (the event
     loop must never wait for Kafka), for ClusterTopology to read."""
@@ -84,8 +95,7 @@ class ClusterWatch:
     def _refresh(self) -> None:
         try:
             self._view = self.tracker.refresh(self.source.topics(), force=True)
-            described = self.leadership._admin().describe_cluster()
-            self._hosts = MappingProxyType({int(b["node_id"]): b["host"] for b in described.get("brokers", ())})
+            self._hosts = MappingProxyType(broker_hosts(self.leadership._admin().describe_cluster()))
         except (ClusterUnreachable, Exception) as exc:  # noqa: BLE001 - keep the last answer; say why
             self.log.warning("serve: cluster metadata refresh failed; the last answer stays", error=str(exc))
 
