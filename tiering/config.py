@@ -140,6 +140,32 @@ CLAIM_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """The Kafka-protocol endpoint (issue 20; an extension of design.md). listen "" = off."""
+
+    listen: str = ""
+    advertised_host: str = ""                 # "": the listen host (this host's name if a wildcard)
+    peers: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))  # broker id -> "host:port"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None           # set: client certificates are required (mutual TLS)
+    allow_plaintext: bool = False             # plaintext on a non-loopback address
+    topic_allowlist: Mapping[str, tuple[str, ...]] | None = None  # client cert subject -> topic patterns
+    max_connections: int = 128
+    max_request_bytes: int = 1024 * 1024
+    max_inflight_bytes: int = 16 * 1024 * 1024   # per connection: the largest answer it is sent
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     store: StoreConfig
@@ -151,6 +177,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     @property
     def cluster_mode(self) -> bool:
@@ -186,6 +213,16 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<config>", base_
     return config
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+    if host.strip("[]") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False      # a name other than localhost may resolve anywhere
+
+
 class _Reader:
     """Walks the document, collecting one problem line per bad key instead of stopping."""
 
@@ -195,7 +232,8 @@ class _Reader:
         self.problems: list[str] = []
 
     def config(self) -> Config | None:
-        known = {"kafka", "store", "upload", "retention", "topics", "read", "state", "metrics", "daemon", "cluster"}
+        known = {"kafka", "store", "upload", "retention", "topics", "read", "state", "metrics", "daemon", "cluster",
+                 "serve"}
         self._unknown("", self.document, known)
         kafka = self._kafka(self._table("kafka", required=True))
         store = self._store(self._table("store", required=True))
@@ -212,6 +250,7 @@ class _Reader:
         metrics = self._metrics(self._table("metrics"))
         daemon = self._daemon(self._table("daemon"))
         cluster = self._cluster(self._table("cluster"))
+        serve = self._serve(self._table("serve"))
         admin = [name for name, policy in (("retention", retention), *((f'topics."{t}"', p) for t, p in topics.items()))
                  if policy.local_delete == "kafka-admin"]
         if admin and not kafka.bootstrap_servers:
@@ -220,7 +259,7 @@ class _Reader:
         if self.problems:
             return None
         return Config(kafka, store, upload, retention, MappingProxyType(topics), read, state, metrics, daemon,
-                      cluster)
+                      cluster, serve)
 
     # -- sections --------------------------------------------------------------------
 
@@ -387,6 +426,72 @@ class _Reader:
             chain_refresh_ms=self._seconds("cluster", t, "chain_refresh_s", d.chain_refresh_ms, 100),
             claim_timeout_ms=self._seconds("cluster", t, "claim_timeout_s", d.claim_timeout_ms, 1000),
             claims=claims if claims in CLAIM_MODES else d.claims,
+        )
+
+    def _serve(self, t: Mapping[str, Any]) -> ServeConfig:
+        d = ServeConfig()
+        self._unknown("serve", t, {"listen", "advertised_host", "peers", "tls_cert_file", "tls_key_file",
+                                   "tls_ca_file", "allow_plaintext", "topic_allowlist", "max_connections",
+                                   "max_request_bytes", "max_inflight_bytes"})
+        listen = self._string("serve", t, "listen", d.listen) or ""
+        host = ""
+        if listen:
+            host, _, port = listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                self.problems.append(f"serve.listen: must be \"host:port\" (e.g. \"127.0.0.1:9093\") or \"\" "
+                                     f"to disable, got {listen!r}")
+                host = ""
+        peers: dict[int, str] = {}
+        raw_peers = t.get("peers", {})
+        if not isinstance(raw_peers, Mapping):
+            self.problems.append("serve.peers: must be a table of \"broker id\" = \"host:port\"")
+            raw_peers = {}
+        for broker, address in raw_peers.items():
+            peer_host, _, peer_port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+            if not str(broker).isdigit() or not peer_host or not peer_port.isdigit():
+                self.problems.append(f"serve.peers.{broker}: must be \"broker id\" = \"host:port\", "
+                                     f"got {broker!r} = {address!r}")
+                continue
+            peers[int(broker)] = address
+        cert, key, ca = (self._string("serve", t, k, None) for k in ("tls_cert_file", "tls_key_file", "tls_ca_file"))
+        if bool(cert) != bool(key):
+            self.problems.append("serve.tls_cert_file, serve.tls_key_file: set both (TLS) or neither")
+        if ca and not cert:
+            self.problems.append("serve.tls_ca_file: client certificates need TLS: set serve.tls_cert_file "
+                                 "and serve.tls_key_file too")
+        allow_plaintext = self._bool("serve", t, "allow_plaintext", d.allow_plaintext)
+        if host and not cert and not allow_plaintext and not _loopback(host):
+            self.problems.append(f"serve.listen: {listen!r} is not a loopback address and no TLS is set: set "
+                                 "serve.tls_cert_file and serve.tls_key_file, or serve.allow_plaintext = true")
+        allowlist: dict[str, tuple[str, ...]] | None = None
+        if "topic_allowlist" in t:
+            raw = t["topic_allowlist"]
+            allowlist = {}
+            if not isinstance(raw, Mapping):
+                self.problems.append("serve.topic_allowlist: must be a table of \"certificate subject\" = "
+                                     "[topic patterns]")
+                raw = {}
+            elif not ca:
+                self.problems.append("serve.topic_allowlist: needs client certificates: set serve.tls_ca_file")
+            for subject, patterns in raw.items():
+                if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+                    self.problems.append(f"serve.topic_allowlist.{subject!r}: must be a list of topic patterns, "
+                                         f"got {patterns!r}")
+                    continue
+                allowlist[subject] = tuple(patterns)
+        return ServeConfig(
+            listen=listen if host else "",
+            advertised_host=self._string("serve", t, "advertised_host", d.advertised_host) or "",
+            peers=MappingProxyType(peers),
+            tls_cert_file=self._path(cert) if cert else None,
+            tls_key_file=self._path(key) if key else None,
+            tls_ca_file=self._path(ca) if ca else None,
+            allow_plaintext=allow_plaintext,
+            topic_allowlist=MappingProxyType(allowlist) if allowlist is not None else None,
+            max_connections=self._at_least("serve", t, "max_connections", d.max_connections, 1, int_only=True),
+            max_request_bytes=self._at_least("serve", t, "max_request_bytes", d.max_request_bytes, 1024, parse_size),
+            max_inflight_bytes=self._at_least("serve", t, "max_inflight_bytes", d.max_inflight_bytes, 1024,
+                                              parse_size),
         )
 
     def _seconds(self, section: str, t: Mapping[str, Any], key: str, default_ms: int, minimum_ms: int) -> int:

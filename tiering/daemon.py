@@ -31,7 +31,7 @@ from tiering.cluster.gate import open_gate
 from tiering.cluster.leadership import LeadershipView
 from tiering.cluster.leadership import LeadershipSource
 from tiering.config import Config, load_config
-from tiering.errors import ConfigError
+from tiering.errors import ConfigError, TieringError
 from tiering.journal import Journal, read_disabled_topics
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.inventory import Changes, Inventory
@@ -118,6 +118,7 @@ class Daemon:
         self._reported: set[tuple[str, str]] = set()
         self._sweeper: threading.Thread | None = None
         self.http: HealthServer | None = None
+        self.serve: Any = None
         self.watcher: LogDirWatcher | None = None
 
     # -- messages from other threads ------------------------------------------------------------
@@ -162,6 +163,14 @@ class Daemon:
         if self.config.metrics.listen:
             self.http = HealthServer(self.config.metrics.listen, self.metrics.registry, self.healthy, self.ready)
             self.http.start()
+        if self.config.serve.listen:
+            # issue 20: the Kafka-protocol endpoint on its own loop thread, on the daemon's registry
+            from tiering.serve.wiring import start_in_daemon
+            try:
+                self.serve = start_in_daemon(self.config, self.metrics.registry, self.clock, self.log)
+            except OSError as exc:
+                raise TieringError(f"serve.listen {self.config.serve.listen}: cannot listen ({exc.strerror or exc}); "
+                                   "free the port or change serve.listen (\"\" disables it)") from None
 
     def run(self) -> bool:
         """Work until asked to stop; returns True when every upload ended before exit."""
@@ -256,6 +265,8 @@ class Daemon:
             self.watcher.stop()
         if self.http is not None:
             self.http.close()
+        if self.serve is not None:
+            self.serve.close()
         self.log.info("tiering stopped", uploads_left_running=not finished)
         return finished
 
@@ -500,12 +511,13 @@ class Daemon:
             ("store", old.store, new.store),
             ("state", old.state, new.state),
             ("metrics", old.metrics, new.metrics),
+            ("serve", old.serve, new.serve),
             ("upload.concurrency", old.upload.concurrency, new.upload.concurrency),
             ("upload.part_size_bytes", old.upload.part_size_bytes, new.upload.part_size_bytes),
         ) if before != after]
         applied = replace(new, kafka=replace(new.kafka, log_dirs=old.kafka.log_dirs,
                                              bootstrap_servers=old.kafka.bootstrap_servers),
-                          store=old.store, state=old.state, metrics=old.metrics,
+                          store=old.store, state=old.state, metrics=old.metrics, serve=old.serve,
                           upload=replace(new.upload, concurrency=old.upload.concurrency,
                                          part_size_bytes=old.upload.part_size_bytes))
         self.config = applied

@@ -18,13 +18,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tiering.cli import cat, demo, resume, rollback, run, status, verify
+    from tiering.cli import cat, demo, resume, rollback, run, serve, status, verify
 
     parser = _Parser(prog="tiering", description="Tiered storage sidecar for Apache Kafka brokers.")
     parser.add_argument("--version", action="version", version=f"tiering {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for module in (run, status, verify, cat, rollback, resume, demo):
+    for module in (run, serve, status, verify, cat, rollback, resume, demo):
         sub = module.add_parser(commands)
         sub.set_defaults(handler=module.main)
     return parser

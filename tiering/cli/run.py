@@ -66,6 +66,11 @@ def _daemon(config_path: str, config: Any, log: Any) -> int:
         daemon.journal.close()
         raise TieringError(f"metrics.listen {config.metrics.listen}: cannot listen ({exc.strerror}); "
                            "free the port or change metrics.listen (\"\" disables it)") from None
+    except (TieringError, ConfigError):     # the Kafka-protocol endpoint's listen or TLS files
+        if daemon.http is not None:
+            daemon.http.close()
+        daemon.journal.close()
+        raise
     interrupts = 0
 
     def on_interrupt(signum: int, frame: Any) -> None:
