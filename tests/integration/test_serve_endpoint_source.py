@@ -1,9 +1,6 @@
 """The endpoint over the real PartitionSource: a topic whose first segments are only in the
 store, then rolled local segments, then the active one (the simulated broker and moto), read
-by kafka-python and confluent-kafka through the Kafka protocol.
-
-Needs tiering/serve/source.py (built alongside the endpoint, issue 20): skipped until it is
-in the tree, so the branch that builds the endpoint alone stays green."""
+by kafka-python and confluent-kafka through the Kafka protocol."""
 
 from __future__ import annotations
 
@@ -14,13 +11,12 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-pytest.importorskip("tiering.serve.source", reason="tiering/serve/source.py is not in this tree yet")
 
-from tests.integration.test_serve_source import (TOPIC, TXN, committed_view,  # noqa: E402
+from tests.integration.test_serve_source import (TOPIC, TXN, committed_view,
                                                  expected_from, kafka_python_records, tiered)  # noqa: F401
-from tiering.config import load_config  # noqa: E402
-from tiering.serve.server import ServeEndpoint, ThreadedEndpoint  # noqa: E402
-from tiering.serve.source import PartitionSource  # noqa: E402
+from tiering.config import load_config
+from tiering.serve.server import ServeEndpoint, ThreadedEndpoint
+from tiering.serve.source import PartitionSource
 
 pytestmark = pytest.mark.integration
 

@@ -128,8 +128,7 @@ def test_java_console_consumer_reads_from_earliest(served, kafka_libs):
     cmd = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{kafka_libs}/*",
            "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", endpoint, "--topic", TOPIC,
            "--partition", "0", "--offset", "earliest", "--max-messages", str(count), "--timeout-ms", "60000",
-           "--formatter-property", "print.offset=true", "--formatter-property", "print.key=true",
-           "--formatter-property", "print.value=false"]
+           "--property", "print.offset=true", "--property", "print.key=true", "--property", "print.value=false"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("Offset:")]

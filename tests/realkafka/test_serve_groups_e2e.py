@@ -1,8 +1,5 @@
 """subscribe() consumers through the endpoint: group requests relayed to a real broker's
-coordinator (tiering/serve/groups.py), records from the endpoint's own (in-memory) source.
-
-Needs tiering/serve/groups.py (built alongside the endpoint, issue 20): skipped until it is
-in the tree."""
+coordinator (tiering/serve/groups.py), records from the endpoint's own (in-memory) source."""
 
 from __future__ import annotations
 
@@ -14,13 +11,11 @@ import pytest
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
 
-pytest.importorskip("tiering.serve.groups", reason="tiering/serve/groups.py is not in this tree yet")
-
-from tests.realkafka.clients import create_topic  # noqa: E402
-from tests.serve.conftest import expected_events, filled_source  # noqa: E402
-from tiering.config import ServeConfig  # noqa: E402
-from tiering.serve.groups import GroupRelay  # noqa: E402
-from tiering.serve.server import ServeEndpoint, ThreadedEndpoint  # noqa: E402
+from tests.realkafka.clients import create_topic
+from tests.serve.conftest import expected_events, filled_source
+from tiering.config import ServeConfig
+from tiering.serve.groups import GroupRelay
+from tiering.serve.server import ServeEndpoint, ThreadedEndpoint
 
 pytestmark = [pytest.mark.realkafka, pytest.mark.integration]
 
