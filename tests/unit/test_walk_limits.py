@@ -140,3 +140,15 @@ def test_batches_just_past_the_limits_are_refused_where_the_old_walk_refused_the
     assert isinstance(expected, tuple)
     for cuts in feedings(batches):
         assert walked(data, base, next_offset, cuts)[0] == expected, cuts
+
+
+def test_feeding_more_than_the_segment_holds_is_refused():
+    data = batch(0, 2)
+    walker = SegmentWalker(len(data) - 1, 0, None)
+    walker.feed(memoryview(data[:40]))
+    with pytest.raises(ValueError, match=f"^fed {len(data)} bytes of a {len(data) - 1}-byte segment$"):
+        walker.feed(memoryview(data[40:]))
+    exact = SegmentWalker(len(data), 0, None)
+    exact.feed(memoryview(data[:40]))
+    exact.feed(memoryview(data[40:]))
+    assert exact.finish().batch_count == 1
