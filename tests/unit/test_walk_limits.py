@@ -152,3 +152,13 @@ def test_feeding_more_than_the_segment_holds_is_refused():
     exact.feed(memoryview(data[:40]))
     exact.feed(memoryview(data[40:]))
     assert exact.finish().batch_count == 1
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_pieces_given_as_bytes_are_walked_as_views_are(kind):
+    batches = [batch(0, 2, epoch=1), batch(2, epoch=2), header_only(3, epoch=2)]
+    data = b"".join(batches)
+    walker = SegmentWalker(len(data), 0, 4)
+    for at, end in ((0, 30), (30, 200), (200, len(data))):
+        assert walker.feed(kind(data[at:end])) == crc32c.crc32c(data[at:end])
+    assert walker.finish() == oracle(data, 0, 4)
