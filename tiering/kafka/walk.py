@@ -126,8 +126,7 @@ class SegmentWalker:
 
     def _whole_batches(self, view: memoryview, i: int, start: int) -> int:
         """Walk the batches that lie wholly in the piece from index i; returns where the first
-        one that does not (or a bad length) starts."""
-        first = i
+        one that does not (or a bad length) starts (`_begin_cut` goes on from there)."""
         end = len(view)
         unpack = _LENGTH.unpack_from
         crc = crc32c.crc32c
@@ -146,8 +145,6 @@ class SegmentWalker:
             if not self._accept_all(view, starts, crcs):
                 self._one_by_one(view, starts, crcs, start)
             self._position = start + i
-        if i == first and i + HEADER_SIZE <= end:
-            self._position = start + i   # the walk stops here; _begin_cut says why or waits
         return i
 
     def _accept_all(self, view: memoryview, starts: list[int], crcs: list[int]) -> bool:
