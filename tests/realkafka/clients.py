@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from tiering.realkafka.demo import topic_segment_config
 
@@ -27,11 +28,17 @@ def segment_config(segment_bytes: int) -> dict[str, str]:
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1, segment_bytes: int = 16 * 1024,
-                 **configs: str) -> None:
+                 exist_ok: bool = False, **configs: str) -> None:
+    """`exist_ok`: for a topic several test modules name on the shared broker (Kafka's own
+    metadata only: its records are not read)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
     try:
         topic_configs = {**segment_config(segment_bytes), **{k.replace("_", "."): v for k, v in configs.items()}}
-        admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=topic_configs)], timeout_ms=30_000)
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=topic_configs)], timeout_ms=30_000)
+        except TopicAlreadyExistsError:
+            if not exist_ok:
+                raise
     finally:
         admin.close()
     wait_for_leader(bootstrap, topic, partitions)

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.realkafka, pytest.mark.integration]
 
 
 def test_metadata_names_the_sidecar_beside_the_kafka_leader(kenv, kafka_broker):
-    create_topic(kafka_broker.bootstrap, "events", 2)
+    create_topic(kafka_broker.bootstrap, "events", 2, exist_ok=True)
     config = load_config(kenv.write_config(f'bootstrap_servers = "{kafka_broker.bootstrap}"'))
     port = free_port()
     config = replace(config, serve=replace(config.serve, listen=f"127.0.0.1:{port}", advertised_host="127.0.0.1"))

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.realkafka, pytest.mark.integration]
 
 @pytest.fixture(scope="module")
 def relayed(kafka_broker):
-    create_topic(kafka_broker.bootstrap, "events", 2)     # the group's commits name a topic Kafka knows
+    create_topic(kafka_broker.bootstrap, "events", 2, exist_ok=True)     # the group's commits name a topic Kafka knows
     host, port = kafka_broker.bootstrap.rsplit(":", 1)
     endpoint = ThreadedEndpoint(ServeEndpoint(ServeConfig(listen="127.0.0.1:0"), filled_source(), None,
                                               GroupRelay([(host, int(port))]), CollectorRegistry()))
