@@ -687,3 +687,22 @@ def test_an_unreachable_cluster_is_asked_again_only_after_the_retry_interval(clo
         assert "127.0.0.1" in first_error
     finally:
         cluster.close()
+
+
+def test_the_endpoints_source_reports_its_pool_hit_ratio(tiered):
+    from prometheus_client import CollectorRegistry
+
+    from tiering.clock import SystemClock
+    from tiering.serve.wiring import open_source
+    registry = CollectorRegistry()
+    source = open_source(load_config(tiered.config_path), registry, SystemClock())
+    try:
+        assert registry.get_sample_value("tiering_serve_pool_hit_ratio") == 0.0     # nothing read yet
+        start = tiered.log_start[TOPIC]
+        data, tiers, _, _ = read_all(source, TOPIC, start, 1 << 20)
+        assert data == expected_from(tiered, TOPIC, start, source.state(TOPIC, 0).high_watermark)
+        stats = source.reader.pool.stats()
+        assert stats.gets > 0 and "store" in tiers
+        assert registry.get_sample_value("tiering_serve_pool_hit_ratio") == stats.hit_ratio > 0.0
+    finally:
+        source.close()

@@ -10,7 +10,7 @@ import threading
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from tiering.clock import SystemClock
 from tiering.cluster.identity import broker_identity
@@ -22,22 +22,20 @@ from tiering.serve.topology import ClusterTopology, StaticTopology, TopologySour
 
 
 def open_source(config: Config, registry: CollectorRegistry, clock: Any) -> Any:
-    """The PartitionSource of issue 20 (tiering/serve/source.py), with its own store client,
-    pool and prefetch threads: the daemon's store client is sized for uploads, and a backfill
-    must not queue behind them."""
-    import inspect
-
+    """The PartitionSource (tiering/serve/source.py), with its own store client, pool and
+    prefetch threads: the daemon's store client is sized for uploads, and a backfill must not
+    queue behind them. Its pool's hit ratio is a metric."""
     from tiering.serve.source import PartitionSource
-    extra = {"registry": registry} if "registry" in inspect.signature(PartitionSource.from_config).parameters else {}
-    return PartitionSource.from_config(config, None, clock=clock, **extra)
+    source = PartitionSource.from_config(config, None, clock=clock)
+    Gauge("tiering_serve_pool_hit_ratio", "Share of the endpoint's chunk reads found in its buffer pool "
+          "(loaded or being loaded: prefetch ahead of the consumer)",
+          registry=registry).set_function(lambda: source.reader.pool.stats().hit_ratio)
+    return source
 
 
 def group_relay(config: Config, log: Any) -> Any | None:
     """Cluster mode: consumer-group requests relayed to Kafka's coordinators (groups.py)."""
-    try:
-        from tiering.serve.groups import GroupRelay
-    except ImportError:       # built alongside this module (issue 20); until then groups answer
-        return None           # COORDINATOR_NOT_AVAILABLE and assign() consumers still work
+    from tiering.serve.groups import GroupRelay
     servers = [s.strip().rpartition(":") for s in (config.kafka.bootstrap_servers or "").split(",") if s.strip()]
     return GroupRelay([(host, int(port)) for host, _, port in servers], log=log)
 
