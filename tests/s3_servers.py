@@ -26,7 +26,9 @@ from tiering.demo import free_port
 
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key-never-logged"
-SERVERS = ("moto", "rclone")    # BOTH_STORES: the servers every chosen test runs against
+# BOTH_STORES: the servers every chosen test runs against. versitygw passes them too (about a
+# minute more of the suite's time, so not by default): TIERING_TEST_STORES=moto,rclone,versitygw.
+SERVERS = tuple(os.environ.get("TIERING_TEST_STORES", "moto,rclone").split(","))
 VERSITYGW_VERSION = "v1.8.0"     # the release scripts/fetch-s3-server builds
 RCLONE_START_SECONDS = 20.0      # a bounded wait: a server that has not said where it listens by then failed
 _LISTENING = re.compile(r"Starting s3 server on \[(http://127\.0\.0\.1:\d+)/?\]")

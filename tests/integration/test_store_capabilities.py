@@ -24,7 +24,7 @@ from tests.s3_servers import SERVERS, RcloneServer
 from tiering.store.capabilities import StoreCapabilities, probe
 
 # versitygw too: the one server of the three that verifies checksums (tests/s3_servers.py)
-TESTED = (*SERVERS, "versitygw")
+TESTED = tuple(dict.fromkeys((*SERVERS, "versitygw")))
 pytestmark = [pytest.mark.integration, pytest.mark.stores(*TESTED)]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
