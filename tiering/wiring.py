@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tiering.clock import SystemClock
 from tiering.config import Config
+from tiering.heap import release_free_memory
 from tiering.journal import Journal
 from tiering.kafka.logdir import LogDirScan, scan_log_dirs
 from tiering.store.s3 import S3Store, make_client
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 def open_store(config: Config, limiter: RateLimiter | None = None) -> S3Store:
     if limiter is None:
         limiter = RateLimiter(config.upload.rate_limit_bytes_per_second, SystemClock().monotonic)
-    return S3Store.from_config(config.store, config.upload, limiter)
+    store = S3Store.from_config(config.store, config.upload, limiter)
+    release_free_memory()      # what building the client freed, before the part buffers fill
+    return store
 
 
 def open_offloader(config: Config, store: S3Store, log: Any) -> Offloader:
