@@ -4,7 +4,7 @@ Building the S3 client parses several MB of botocore's JSON models and frees mos
 parse made; glibc keeps freed chunks for reuse (and raises its mmap threshold after freeing
 large ones, so big temporaries come from the heap too), and they stay resident for the life of
 the process: part of design.md invariant 6's base, under `run`'s part buffers. One call after
-start-up returns them (about 1.5 MiB of `run --once`'s peak; README "Upload memory").
+start-up returns them (1.7 MiB of `run --once`'s peak; README "Upload memory").
 Hand-written: no maintained package wraps this one libc call.
 """
 
