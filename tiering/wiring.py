@@ -6,29 +6,32 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tiering.clock import SystemClock
 from tiering.config import Config
-from tiering.daemon import Daemon
+from tiering.heap import release_free_memory
 from tiering.journal import Journal
 from tiering.kafka.logdir import LogDirScan, scan_log_dirs
-from tiering.observability.metrics import Metrics
-from tiering.observability.sdnotify import Notifier
-from tiering.read.catalog import Catalog
-from tiering.read.pool import BufferPool
-from tiering.read.meter import StoreMeter
-from tiering.read.prefetch import PrefetchWindow
-from tiering.read.reader import TieredReader
 from tiering.store.s3 import S3Store, make_client
 from tiering.upload.offload_pass import Offloader
 from tiering.upload.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from tiering.daemon import Daemon
+    from tiering.read.reader import TieredReader
+
+# The daemon's modules (its HTTP server, the log dir watcher, the metrics) and the read path's
+# are imported where they are opened: `run --once` uses neither, and every module imported
+# is resident for the whole run (design.md invariant 6's base; README "Upload memory").
 
 
 def open_store(config: Config, limiter: RateLimiter | None = None) -> S3Store:
     if limiter is None:
         limiter = RateLimiter(config.upload.rate_limit_bytes_per_second, SystemClock().monotonic)
-    return S3Store.from_config(config.store, config.upload, limiter)
+    store = S3Store.from_config(config.store, config.upload, limiter)
+    release_free_memory()      # what building the client freed, before the part buffers fill
+    return store
 
 
 def open_offloader(config: Config, store: S3Store, log: Any) -> Offloader:
@@ -36,6 +39,10 @@ def open_offloader(config: Config, store: S3Store, log: Any) -> Offloader:
 
 
 def open_daemon(config_path: str | Path, config: Config, log: Any) -> Daemon:
+    from tiering.daemon import Daemon
+    from tiering.observability.metrics import Metrics
+    from tiering.observability.sdnotify import Notifier
+
     clock = SystemClock()
     metrics = Metrics.create()
     limiter = RateLimiter(config.upload.rate_limit_bytes_per_second, clock.monotonic,
@@ -53,6 +60,12 @@ MAX_PREFETCH_THREADS = 32
 def open_reader(config: Config, scan: LogDirScan | None = None,
                 cold_method: str | None = None) -> Iterator[TieredReader]:
     """A tiered reader with its pool, prefetch threads and store client; all released on exit."""
+    from tiering.read.catalog import Catalog
+    from tiering.read.meter import StoreMeter
+    from tiering.read.pool import BufferPool
+    from tiering.read.prefetch import PrefetchWindow
+    from tiering.read.reader import TieredReader
+
     window = PrefetchWindow.for_config(config.read.prefetch_bytes, config.read.chunk_bytes)
     threads = min(MAX_PREFETCH_THREADS, window.max_chunks)
     executor = ThreadPoolExecutor(threads, thread_name_prefix="prefetch") if threads else None

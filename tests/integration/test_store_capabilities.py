@@ -19,26 +19,28 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, FlexibleChecksumError
 
-from tests.conftest import BOTH_STORES, BUCKET
+from tests.conftest import BUCKET
 from tests.s3_servers import SERVERS, RcloneServer
 from tiering.store.capabilities import StoreCapabilities, probe
 
-pytestmark = [pytest.mark.integration, BOTH_STORES]
+# versitygw too: the one server of the three that verifies checksums (tests/s3_servers.py)
+TESTED = tuple(dict.fromkeys((*SERVERS, "versitygw")))
+pytestmark = [pytest.mark.integration, pytest.mark.stores(*TESTED)]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-# Row of the README table -> what moto and rclone do (True: "yes").
+# Row of the README table -> what moto, rclone and versitygw do (True: "yes").
 EXPECTED = {
-    "PUT with a wrong `x-amz-checksum-crc32c` refused": {"moto": False, "rclone": False},
-    "PUT with a wrong `x-amz-checksum-crc32` (botocore's default) refused": {"moto": False, "rclone": False},
-    "PUT with a wrong `Content-MD5` refused": {"moto": False, "rclone": True},
-    "CRC-32C sent with a PUT returned by HEAD": {"moto": False, "rclone": True},
-    "multipart: a wrong full-object CRC-32C refused at completion": {"moto": False, "rclone": False},
-    "multipart: full-object CRC-32C returned by HEAD": {"moto": True, "rclone": False},
-    "multipart: ETag is `<md5 of part md5s>-<parts>`": {"moto": True, "rclone": False},
-    "`If-None-Match: *` PUT on an existing key refused with 412": {"moto": True, "rclone": False},
-    "ListMultipartUploads lists an open upload": {"moto": True, "rclone": True},
-    "ListMultipartUploads gives the upload's real start time": {"moto": False, "rclone": True},
+    "PUT with a wrong `x-amz-checksum-crc32c` refused": {"moto": False, "rclone": False, "versitygw": True},
+    "PUT with a wrong `x-amz-checksum-crc32` (botocore's default) refused": {"moto": False, "rclone": False, "versitygw": True},
+    "PUT with a wrong `Content-MD5` refused": {"moto": False, "rclone": True, "versitygw": True},
+    "CRC-32C sent with a PUT returned by HEAD": {"moto": False, "rclone": True, "versitygw": True},
+    "multipart: a wrong full-object CRC-32C refused at completion": {"moto": False, "rclone": False, "versitygw": True},
+    "multipart: full-object CRC-32C returned by HEAD": {"moto": True, "rclone": False, "versitygw": True},
+    "multipart: ETag is `<md5 of part md5s>-<parts>`": {"moto": True, "rclone": False, "versitygw": True},
+    "`If-None-Match: *` PUT on an existing key refused with 412": {"moto": True, "rclone": False, "versitygw": True},
+    "ListMultipartUploads lists an open upload": {"moto": True, "rclone": True, "versitygw": True},
+    "ListMultipartUploads gives the upload's real start time": {"moto": False, "rclone": True, "versitygw": True},
 }
 
 BODY = b"an object of the capability tests\n"
@@ -220,7 +222,7 @@ def readme_table() -> dict[str, dict[str, str]]:
 def test_the_readme_table_says_what_the_servers_do():
     table = readme_table()
     assert set(table) == set(EXPECTED), "the README's rows and this test's differ"
-    for server in SERVERS:
+    for server in TESTED:
         column = next(name for name in next(iter(table.values())) if name.lower().startswith(server))
         for row, servers in EXPECTED.items():
             cell = table[row][column]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import NoReturn, Sequence
 
@@ -17,21 +18,35 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from tiering.cli import cat, demo, resume, rollback, run, serve, status, verify
+COMMANDS = ("run", "serve", "status", "verify", "cat", "rollback", "resume", "demo")
 
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of `only` (one of COMMANDS): then only that command's
+    module is imported."""
     parser = _Parser(prog="tiering", description="Tiered storage sidecar for Apache Kafka brokers.")
     parser.add_argument("--version", action="version", version=f"tiering {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for unexpected errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for module in (run, serve, status, verify, cat, rollback, resume, demo):
+    for name in COMMANDS if only is None else (only,):
+        module = importlib.import_module(f"tiering.cli.{name}")
         sub = module.add_parser(commands)
         sub.set_defaults(handler=module.main)
     return parser
 
 
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command the arguments name (the first that is not an option: the global options
+    take no value), if it is one of ours. Only its module is imported: whatever a process
+    imports stays resident for its whole life, and `run`'s is design.md invariant 6's base
+    (the read path's codecs, say, are `cat`'s, not `run`'s)."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_named_command(arguments)).parse_args(arguments)
     try:
         code = args.handler(args)
     except ConfigError as exc:

@@ -35,7 +35,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tiering.cluster.chain import ChainLink
 from tiering.config import Config
@@ -47,7 +47,6 @@ from tiering.kafka.logdir import LocalSegment, LogDirScan
 from tiering.kafka.names import segment_file_name
 from tiering.kafka.topicconfig import TopicConfigs
 from tiering.kafka.validbytes import valid_bytes
-from tiering.observability.metrics import Metrics
 from tiering.read.remote_chain import RemoteChain, partition_manifest_keys
 from tiering.retention.admin import AdminError, RecordDeleter
 from tiering.retention.inputs import ChainInputs, PartitionView, partition_views
@@ -57,6 +56,9 @@ from tiering.store.keys import OBJECT_SUFFIXES, KeyLayout
 from tiering.store.manifest import ManifestError, SegmentManifest, fetch_manifest
 from tiering.store.owned import owned_objects
 from tiering.store.protocol import ObjectStore
+
+if TYPE_CHECKING:    # prometheus_client is imported where metrics are made: `run --once` makes none
+    from tiering.observability.metrics import Metrics
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Where the S3 client's credentials come from.
 
-Without `store.credentials_file`, boto3's standard chain (environment, profile, instance
-role). With it, the keys of one profile of an AWS shared-credentials file, read by botocore's
+Without `store.credentials_file`, botocore's standard chain (environment, profile, instance
+role; the one boto3 and the AWS CLI use). With it, the keys of one profile of an AWS shared-credentials file, read by botocore's
 own provider (its INI parser and its checks), and nothing else: neither the environment nor
 an instance role can stand in for a file that is missing or wrong. The file is how a secret
 reaches the sidecar without being in its environment, where the broker's user could read it
@@ -15,7 +15,7 @@ import os
 import stat
 from pathlib import Path
 
-import boto3
+import botocore.session
 from botocore.exceptions import BotoCoreError
 
 from tiering.config import StoreConfig
@@ -24,9 +24,12 @@ from tiering.errors import ConfigError
 KEY = "store.credentials_file"
 
 
-def open_session(store: StoreConfig) -> boto3.session.Session:
+def open_session(store: StoreConfig) -> botocore.session.Session:
+    # botocore's session, not boto3's: the same credential chain and clients, without boto3's
+    # resource layer, which the sidecar does not use and which stays resident (~2 MiB).
+    session = botocore.session.Session()
     if store.credentials_file is None:
-        return boto3.session.Session()
+        return session
     path = store.credentials_file
     profile = os.environ.get("AWS_PROFILE") or "default"
     _check_readable(path)
@@ -39,9 +42,8 @@ def open_session(store: StoreConfig) -> boto3.session.Session:
     if credentials is None:
         raise _error(path, f"no aws_access_key_id in profile [{profile}]; the file needs "
                            "[default] (or $AWS_PROFILE) with aws_access_key_id and aws_secret_access_key")
-    return boto3.session.Session(aws_access_key_id=credentials.access_key,
-                                 aws_secret_access_key=credentials.secret_key,
-                                 aws_session_token=credentials.token)
+    session.set_credentials(credentials.access_key, credentials.secret_key, credentials.token)
+    return session
 
 
 def _check_readable(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The S3 adapter: boto3 for requests, s3transfer for parallel, multipart, streaming uploads.
+"""The S3 adapter: botocore for requests, s3transfer for parallel, multipart, streaming uploads.
 
 s3transfer already does what an upload pipeline needs and is hard to get right: multipart
 above a threshold, parts read lazily from the file (memory does not grow with the segment),
@@ -20,13 +20,12 @@ import threading
 from contextlib import contextmanager
 from concurrent.futures import CancelledError
 from itertools import chain
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import crc32c
 
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
-from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import signal_not_transferring, signal_transferring
 
@@ -38,6 +37,9 @@ from tiering.checksums import crc32c_header
 from tiering.store.protocol import MultipartUpload, ObjectInfo
 from tiering.upload.ratelimit import Cancelled, RateLimiter
 from tiering.upload.segment import SMALL_OBJECT_CONCURRENCY
+
+if TYPE_CHECKING:
+    from s3transfer.manager import TransferManager
 
 REQUEST_ATTEMPTS = 5
 DOWNLOAD_PART_BYTES = 8 * 1024 * 1024
@@ -66,7 +68,7 @@ def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
         # ("off"): botocore computes no checksum of its own over the same bytes.
         request_checksum_calculation="when_required",
     )
-    return open_session(store).client("s3", endpoint_url=store.endpoint_url, config=config)
+    return open_session(store).create_client("s3", endpoint_url=store.endpoint_url, config=config)
 
 
 class _Throttled(BaseSubscriber):
@@ -381,6 +383,10 @@ class S3Store:
                 self._futures.discard(future)
 
     def _downloads(self) -> TransferManager:
+        # Imported here: only downloads use it, and `run --once` makes none (its modules stay
+        # resident for the whole run; README "Upload memory").
+        from s3transfer.manager import TransferConfig, TransferManager
+
         with self._lock:
             if self._download_manager is None:
                 self._download_manager = TransferManager(self.client, TransferConfig(

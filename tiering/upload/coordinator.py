@@ -15,7 +15,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tiering.clock import Clock
 from tiering.cluster.claims import PROCEED, YIELD, ClaimOutcome
@@ -25,7 +25,6 @@ from tiering.config import Config
 from tiering.journal import Journal, SegmentId, SegmentState
 from tiering.kafka.eligibility import TopicFilter, partition_reason, plan_partition
 from tiering.kafka.logdir import LocalPartition, LocalSegment, LogDirState
-from tiering.observability.metrics import Metrics
 from tiering.reconcile import record_uploaded
 from tiering.store.errors import StoreError
 from tiering.store.manifest import SegmentManifest
@@ -36,6 +35,10 @@ from tiering.upload.pins import PinStore
 from tiering.upload.queue import Backlog, Pending, UploadQueue
 from tiering.upload.retry import RetryPolicy
 from tiering.upload.segment import BadSegment, UploadTarget, offload_segment, target_for
+
+if TYPE_CHECKING:    # prometheus_client is imported where metrics are made: `run --once` makes none
+    from tiering.observability.metrics import Metrics
+
 
 def new_uid() -> str:
     return secrets.token_hex(8)
