@@ -39,6 +39,7 @@ from pathlib import Path
 
 from bench.daemon_env import ENV, Server, offload_everything
 from bench.machine import describe, save_result
+from bench.read import _rss
 from tiering.simulate import SimulatedBroker
 
 SEGMENT_BYTES = 16 * 1024 * 1024
@@ -139,11 +140,6 @@ def child(config_path: str, policy: str) -> int:
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }))
     return 0
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def main(args) -> int:

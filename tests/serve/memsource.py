@@ -1,42 +1,14 @@
 """A PartitionSource in memory, for the endpoint's tests: real v2 record batches (built with
-the project's own batch builder), the interface of serve20's source.py, nothing else."""
+the project's own batch builder), the interface of tiering/serve/source.py, nothing else."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass
 
 from tiering.kafka.records import build_batch
-
-
-@dataclass(frozen=True)
-class AbortedTxn:
-    producer_id: int
-    first_offset: int
-
-
-@dataclass(frozen=True)
-class PartitionState:
-    log_start_offset: int
-    high_watermark: int
-    last_stable_offset: int
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    error: int
-    state: PartitionState | None
-    records: bytes
-    aborted: tuple[AbortedTxn, ...]
-    tier: str
-
-
-@dataclass(frozen=True)
-class TopicInfo:
-    name: str
-    topic_id: uuid.UUID | None
-    partitions: tuple[int, ...]
+# The source's own result types: the endpoint reads the same fields from both.
+from tiering.serve.source import AbortedTxn, FetchResult, PartitionState, TopicInfo
 
 
 class MemorySource:
