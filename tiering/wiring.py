@@ -56,35 +56,53 @@ def open_daemon(config_path: str | Path, config: Config, log: Any) -> Daemon:
 MAX_PREFETCH_THREADS = 32
 
 
-@contextmanager
-def open_reader(config: Config, scan: LogDirScan | None = None,
-                cold_method: str | None = None) -> Iterator[TieredReader]:
-    """A tiered reader with its pool, prefetch threads and store client; all released on exit."""
+def build_reader(config: Config, scan: LogDirScan, *, store: S3Store | None = None, cold_method: str | None = None,
+                 clock: Any = None, thread_prefix: str = "prefetch",
+                 spare_connections: int = 4) -> tuple[TieredReader, Callable[[], None]]:
+    """A tiered reader with its pool, prefetch threads, rate limiter and (unless `store` is
+    given) store client, and the function that releases them: `tiering cat`'s reader and the
+    Kafka-protocol endpoint's source are built the same way."""
     from tiering.read.catalog import Catalog
     from tiering.read.meter import StoreMeter
     from tiering.read.pool import BufferPool
     from tiering.read.prefetch import PrefetchWindow
     from tiering.read.reader import TieredReader
 
+    clock = clock or SystemClock()
     window = PrefetchWindow.for_config(config.read.prefetch_bytes, config.read.chunk_bytes)
     threads = min(MAX_PREFETCH_THREADS, window.max_chunks)
-    executor = ThreadPoolExecutor(threads, thread_name_prefix="prefetch") if threads else None
-    clock = SystemClock()
+    executor = ThreadPoolExecutor(threads, thread_name_prefix=thread_prefix) if threads else None
     limiter = (RateLimiter(config.read.rate_limit_bytes_per_second, clock.monotonic)
                if config.read.rate_limit_bytes_per_second else None)
-    store = S3Store(make_client(config.store, pool_size=threads + 4), config.store.bucket, config.upload,
-                    config.store.storage_class)
+    owned_store = store is None
+    if store is None:
+        store = S3Store(make_client(config.store, pool_size=threads + spare_connections), config.store.bucket,
+                        config.upload, config.store.storage_class)
     pool = BufferPool(config.read.buffer_pool_bytes, config.read.chunk_bytes)
-    catalog = Catalog(store, scan if scan is not None else scan_log_dirs(config.kafka.log_dirs),
-                      config.store.prefix, config.store.hash_prefix, _journal_topic_ids(config.state.dir))
-    try:
-        yield TieredReader(catalog, pool, window, executor, limiter, cold_method, StoreMeter(clock.monotonic))
-    finally:
+    catalog = Catalog(store, scan, config.store.prefix, config.store.hash_prefix, _journal_topic_ids(config.state.dir))
+    # The store's measured latency and bandwidth size the prefetch lead (adaptive prefetch).
+    reader = TieredReader(catalog, pool, window, executor, limiter, cold_method, StoreMeter(clock.monotonic))
+
+    def release() -> None:
         if limiter is not None:
             limiter.cancel()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-        store.close()
+        if owned_store:
+            store.close()
+    return reader, release
+
+
+@contextmanager
+def open_reader(config: Config, scan: LogDirScan | None = None,
+                cold_method: str | None = None) -> Iterator[TieredReader]:
+    """A tiered reader with its pool, prefetch threads and store client; all released on exit."""
+    reader, release = build_reader(config, scan if scan is not None else scan_log_dirs(config.kafka.log_dirs),
+                                   cold_method=cold_method)
+    try:
+        yield reader
+    finally:
+        release()
 
 
 def _journal_topic_ids(state_dir: Path) -> Callable[[str, int], set[str]]:

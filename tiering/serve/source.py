@@ -46,7 +46,6 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -59,9 +58,7 @@ from tiering.kafka.indexes import TIME_ENTRY
 from tiering.kafka.logdir import (LocalPartition, LogDirScan, LogDirState, read_log_dir_state, scan_log_dirs,
                                   scan_partition)
 from tiering.kafka.records import decode_batch
-from tiering.read.catalog import Catalog, PartitionView, UnknownPartition
-from tiering.read.pool import BufferPool
-from tiering.read.prefetch import PrefetchWindow
+from tiering.read.catalog import PartitionView, UnknownPartition
 from tiering.read.reader import RawBatch, TieredReader
 from tiering.read.remote_chain import partition_manifest_keys
 from tiering.read.sources import ShortRead
@@ -201,39 +198,16 @@ class PartitionSource:
         """A source with its own pool, prefetch threads and (unless given) store client, as
         `tiering cat`'s reader has; `close()` releases them. In cluster mode the high watermark
         is asked of the cluster (unless `high_watermarks` is given)."""
-        from tiering.read.meter import StoreMeter
-        from tiering.store.s3 import S3Store, make_client
-        from tiering.upload.ratelimit import RateLimiter
-        from tiering.wiring import MAX_PREFETCH_THREADS, _journal_topic_ids
+        from tiering.wiring import build_reader
         clock = clock or SystemClock()
-        window = PrefetchWindow.for_config(config.read.prefetch_bytes, config.read.chunk_bytes)
-        threads = min(MAX_PREFETCH_THREADS, window.max_chunks)
-        executor = ThreadPoolExecutor(threads, thread_name_prefix="serve-prefetch") if threads else None
-        limiter = (RateLimiter(config.read.rate_limit_bytes_per_second, clock.monotonic)
-                   if config.read.rate_limit_bytes_per_second else None)
-        owned_store = store is None
-        if owned_store:
-            store = S3Store(make_client(config.store, pool_size=threads + 8), config.store.bucket, config.upload,
-                            config.store.storage_class)
-        pool = BufferPool(config.read.buffer_pool_bytes, config.read.chunk_bytes)
         log_dirs = tuple(Path(d) for d in config.kafka.log_dirs)
         # The catalog's own scan is not used (each partition is scanned afresh, see _refresh);
-        # its log dirs name where a partition was looked for.
-        catalog = Catalog(store, LogDirScan(tuple(LogDirState(d) for d in log_dirs), (), ()), config.store.prefix,
-                          config.store.hash_prefix, _journal_topic_ids(config.state.dir))
+        # its log dirs name where a partition was looked for. Connections to spare beyond the
+        # prefetch threads: the fetches' own manifest and index GETs.
+        reader, release = build_reader(config, LogDirScan(tuple(LogDirState(d) for d in log_dirs), (), ()),
+                                       store=store, clock=clock, thread_prefix="serve-prefetch", spare_connections=8)
         if high_watermarks is None and config.kafka.bootstrap_servers:
             high_watermarks = KafkaHighWatermarks(config.kafka.bootstrap_servers, clock.monotonic)
-
-        def release() -> None:
-            if limiter is not None:
-                limiter.cancel()
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
-            if owned_store:
-                store.close()
-        # The store's measured latency and bandwidth size the prefetch lead (adaptive prefetch),
-        # shared by every fetch of this source.
-        reader = TieredReader(catalog, pool, window, executor, limiter, None, StoreMeter(clock.monotonic))
         return cls(reader, log_dirs, clock.monotonic, high_watermarks=high_watermarks, freshness=freshness,
                    on_close=release)
 
