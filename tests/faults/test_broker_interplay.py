@@ -103,7 +103,7 @@ def test_segments_the_broker_deletes_before_upload_reach_the_store_whole(env, s3
             for path in directory.glob(f"{base:020d}.*.deleted"):
                 path.unlink()
             deleted_before_upload += 1
-        wait_for(lambda: set(whereabouts(ledger, env.log_dir, view).remote) == set(ledger.segments), 120,
+        wait_for(lambda: set(whereabouts(ledger, env.log_dir, view).remote) == set(ledger.segments), 60,
                  "a segment the broker deleted never reached the store")
         rescued = int(daemon.metric("tiering_upload_rescued_segments_total"))
         wait_for(lambda: not list((env.state_dir / "pins").rglob("*.log")), 10, "pins outlived their uploads")
