@@ -82,6 +82,75 @@ def test_a_segment_the_broker_replaced_is_pinned_afresh(tmp_path, broker):
     assert first.log_path == second.log_path and pins.count() == 1
 
 
+def retire(path: Path) -> Path:
+    """Kafka's retention, first step: the file is renamed to `.deleted` (unlinked later)."""
+    deleted = path.with_name(path.name + ".deleted")
+    path.rename(deleted)
+    return deleted
+
+
+def test_a_pin_survives_a_scan_that_listed_its_segment_just_before_the_broker_renamed_it(tmp_path, broker):
+    # The race: a scan lists the segment, the broker renames its files to .deleted, then the
+    # coordinator offers the segment from that stale listing. The pin is all that is left of
+    # the segment: it must stay, and be what the upload reads.
+    pins = PinStore((tmp_path / "pins",), Log())
+    stale = partition_of(broker.log_dir)
+    segment = stale.segments[0]
+    original = segment.log_path.read_bytes()
+    first = pins.pin(stale, segment)
+    for path in sorted(broker.partition_dir("orders", 0).glob(f"{segment.base_offset:020d}.*")):
+        retire(path).unlink()
+    again = pins.pin(stale, segment)
+    assert again == first and again.log_path.read_bytes() == original and pins.count() == 1
+    [rescued] = pins.rescued(partition_of(broker.log_dir))
+    assert rescued.log_path.read_bytes() == original
+
+
+@pytest.mark.parametrize("renamed", ["log", "every file"])
+def test_a_segment_renamed_to_deleted_before_its_first_pin_is_pinned_from_the_deleted_name(tmp_path, broker,
+                                                                                         renamed):
+    # Kafka unlinks .deleted files a minute after the rename: a pin made in that minute still
+    # keeps the segment. Its size must still be the listed one (the same segment).
+    pins = PinStore((tmp_path / "pins",), Log())
+    stale = partition_of(broker.log_dir)
+    segment = stale.segments[0]
+    original = segment.log_path.read_bytes()
+    files = [segment.log_path] if renamed == "log" else sorted(
+        broker.partition_dir("orders", 0).glob(f"{segment.base_offset:020d}.*"))
+    deleted = [retire(path) for path in files]
+    pinned = pins.pin(stale, segment)
+    assert pinned != segment and pinned.log_path.read_bytes() == original
+    assert {k for k, _ in pinned.index_paths} == {k for k, _ in segment.index_paths}
+    for path in deleted:
+        path.unlink()
+    [rescued] = pins.rescued(partition_of(broker.log_dir))
+    assert rescued.log_path.read_bytes() == original and rescued.size == segment.size
+
+
+def test_a_deleted_file_of_another_size_is_not_taken_for_the_listed_segment(tmp_path, broker):
+    pins = PinStore((tmp_path / "pins",), Log())
+    stale = partition_of(broker.log_dir)
+    segment = stale.segments[0]
+    deleted = retire(segment.log_path)
+    with open(deleted, "ab") as f:
+        f.write(b"x")
+    assert pins.pin(stale, segment) == segment and pins.count() == 0
+
+
+def test_a_replacement_that_vanishes_while_being_pinned_leaves_the_old_pin(tmp_path, broker):
+    # The broker replaced the segment (a new inode under the same name), then deleted the
+    # replacement too before it could be linked: the old pin is kept, not released for nothing.
+    pins = PinStore((tmp_path / "pins",), Log())
+    stale = partition_of(broker.log_dir)
+    segment = stale.segments[0]
+    first = pins.pin(stale, segment)
+    data = segment.log_path.read_bytes()
+    segment.log_path.unlink()
+    segment.log_path.write_bytes(data)
+    segment.log_path.unlink()
+    assert pins.pin(stale, segment) == first and first.log_path.read_bytes() == data
+
+
 def test_a_log_dir_without_a_usable_pin_dir_on_its_file_system_is_not_pinned_and_said_once(tmp_path, broker):
     # /proc is another file system on every Linux, and nothing can be created there: the pin
     # dir is unusable for this log dir whichever way the check goes.

@@ -26,6 +26,7 @@ from tiering.kafka.logdir import LocalPartition, LocalSegment
 from tiering.statedir import private_dir
 
 _PIN_NAME = re.compile(r"^(\d{20})-(\d{20})\.(log|index|timeindex|txnindex|snapshot)$")
+_STAGING = ".staging"     # a link not yet renamed into place (left only by a crash)
 
 
 @dataclass(frozen=True)
@@ -78,45 +79,58 @@ class PinStore:
 
     def pin(self, partition: LocalPartition, segment: LocalSegment) -> LocalSegment:
         """Link the segment's files into its pin dir (once); returns the segment as read from
-        the pin, or unchanged when it cannot be pinned."""
+        the pin, or unchanged when it cannot be pinned.
+
+        `segment` comes from a listing that may be stale: the broker can rename the files to
+        `.deleted` (and unlink them) between the listing and this call. So a file is linked
+        under its `.deleted` name when its own is gone, and a pin is only ever replaced by a
+        whole new one: the new links are made under staging names first, then renamed over
+        the old. A segment the broker deletes while we look keeps the pin it had."""
         assert segment.next_offset is not None
         directory = self._directory(partition)
         if directory is None:
             return segment
         pins = self._pins[directory]
         existing = pins.get(segment.base_offset)
-        if existing is not None and existing.next_offset == segment.next_offset and _same_file(existing.log_path, segment.log_path):
+        if existing is not None and existing.next_offset == segment.next_offset and (
+                _same_file(existing.log_path, segment.log_path) or _same_file(existing.log_path, _deleted(segment.log_path))):
             return existing.segment(partition)
-        if existing is not None:
-            self.release(partition, segment.base_offset)   # the broker replaced the segment
         files = [("log", segment.log_path), *segment.index_paths]
         if segment.snapshot_path is not None:
             files.append(("snapshot", segment.snapshot_path))
         stem = f"{segment.base_offset:020d}-{segment.next_offset:020d}"
-        linked: list[tuple[str, Path]] = []
+        staged: list[tuple[str, Path]] = []
         try:
             private_dir(directory)
             for ext, source in files:
-                target = directory / f"{stem}.{ext}"
-                try:
-                    os.link(source, target, follow_symlinks=False)
-                except FileExistsError:
-                    if not _same_file(source, target):
-                        os.unlink(target)
-                        os.link(source, target, follow_symlinks=False)
-                except FileNotFoundError:
+                staging = directory / f".{stem}.{ext}{_STAGING}"
+                if not _link_live(source, staging):
                     if ext == "log":
-                        raise
-                    continue   # an index or snapshot the broker removed: the upload goes without it
-                linked.append((ext, target))
-        except FileNotFoundError:
-            _unlink_all(linked)
-            return segment      # the segment itself is gone already; nothing to keep
+                        break   # the segment itself is gone already: nothing new to keep
+                    continue    # an index or snapshot the broker removed: the upload goes without it
+                if ext == "log" and os.stat(staging).st_size != segment.size:
+                    _unlink(staging)     # a `.deleted` file of another size: not the listed segment
+                    break
+                staged.append((ext, staging))
         except OSError as exc:
-            _unlink_all(linked)
+            _unlink_all(staged)
             self._disable(partition.log_dir, directory, exc)
             return segment
-        pin = Pin(segment.base_offset, segment.next_offset, tuple(linked))
+        if not staged or staged[0][0] != "log":
+            _unlink_all(staged)
+            # Gone before it could be linked. A pin made earlier under the same offsets is the
+            # same segment and is all that is left of it; one of other offsets stays too (it is
+            # rescued once the listing no longer shows the segment).
+            if existing is not None and existing.next_offset == segment.next_offset:
+                return existing.segment(partition)
+            return segment
+        linked = tuple((ext, directory / f"{stem}.{ext}") for ext, _ in staged)
+        for (_, staging), (_, target) in zip(staged, linked):
+            os.replace(staging, target)
+        if existing is not None:
+            kept = {path for _, path in linked}
+            _unlink_all([(ext, path) for ext, path in existing.files if path not in kept])
+        pin = Pin(segment.base_offset, segment.next_offset, linked)
         pins[segment.base_offset] = pin
         return pin.segment(partition)
 
@@ -183,6 +197,9 @@ class PinStore:
         except OSError:
             return pins
         for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(_STAGING):
+                _unlink(Path(entry.path))   # a crash between linking and renaming into place
+                continue
             match = _PIN_NAME.match(entry.name)
             if not match:
                 continue
@@ -205,6 +222,24 @@ def _same_file(a: Path, b: Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
+def _deleted(path: Path) -> Path:
+    """The name Kafka's retention gives a segment file before it unlinks it."""
+    return path.with_name(path.name + ".deleted")
+
+
+def _link_live(source: Path, target: Path) -> bool:
+    """Hard-link `source`, or its `.deleted` name when the broker renamed it, to `target`;
+    False when neither exists. Linking is the test: checking first would race the broker."""
+    _unlink(target)
+    for name in (source, _deleted(source)):
+        try:
+            os.link(name, target, follow_symlinks=False)
+            return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def _size(path: Path) -> int:
     try:
         return os.stat(path).st_size
@@ -212,10 +247,14 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _unlink_all(files: list[tuple[str, Path]]) -> None:
     for _, path in files:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        _unlink(path)
 
