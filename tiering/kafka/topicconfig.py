@@ -99,6 +99,11 @@ class TopicConfigs:
     read_at_ms: int | None = None
     error: str | None = None
 
+    def undecided(self, topic: str) -> bool:
+        """Kafka is the source of truth and has not described this topic yet: whether it is
+        tiered is not known (nothing is uploaded, and nothing already pinned is let go)."""
+        return self.from_kafka and topic not in self.topics
+
     def not_tiered_reason(self, tp: TopicPartition, state: LogDirState) -> str | None:
         if not self.from_kafka:
             if tp in state.compacted:

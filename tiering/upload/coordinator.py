@@ -208,8 +208,12 @@ class UploadCoordinator:
                 waiting = waiting or verdict.awaits_high_watermark
                 continue
             candidates.append(segment)
-        tiered = partition_reason(partition, state, topic_filter, disabled) is None
-        candidates += self._rescued_segments(partition, tiered)
+        reason = partition_reason(partition, state, topic_filter, disabled)
+        # Not tiered because the topic's config is not known yet (just after a restart that
+        # turned cluster mode on, say) is no verdict: the pins wait for one.
+        undecided = reason is not None and topic_filter.configs.undecided(partition.topic) and (
+            reason == topic_filter.configs.not_tiered_reason(partition.tp, state))
+        candidates += self._rescued_segments(partition, reason is None, undecided)
         epoch = decision.leader_epoch if decision is not None else None
         for segment in candidates:
             candidate = Candidate(segment, partition, state.broker_id, leader_epoch=epoch)
@@ -237,10 +241,10 @@ class UploadCoordinator:
         self._offered[key] = (inputs, result)
         return result
 
-    def _rescued_segments(self, partition: LocalPartition, tiered: bool) -> list[LocalSegment]:
+    def _rescued_segments(self, partition: LocalPartition, tiered: bool, undecided: bool) -> list[LocalSegment]:
         """Pinned segments the broker deleted before we uploaded them (still to offload), unless
-        the partition is no longer tiered (its pins are let go)."""
-        if self.pins is None or partition.topic_id is None:
+        the partition is no longer tiered (its pins are let go) or not known to be (kept)."""
+        if self.pins is None or partition.topic_id is None or undecided:
             return []
         if not tiered:
             self.pins.release_partition(partition)
