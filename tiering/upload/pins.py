@@ -198,7 +198,10 @@ class PinStore:
             return pins
         for entry in entries:
             if entry.name.startswith(".") and entry.name.endswith(_STAGING):
-                _unlink(Path(entry.path))   # a crash between linking and renaming into place
+                try:
+                    os.unlink(entry.path)   # a crash between linking and renaming into place
+                except OSError:
+                    pass                    # not ours to remove (a directory, say): pin() says so
                 continue
             match = _PIN_NAME.match(entry.name)
             if not match:
