@@ -48,6 +48,8 @@ ORDER = ("tiering", "aws-cli", "rclone", "rclone", "aws-cli", "tiering")
 def add_arguments(parser) -> None:
     parser.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
                         help="record batch size of the backlog (default 16 KiB, Kafka's batch.size)")
+    parser.add_argument("--uploaders", default=",".join(dict.fromkeys(ORDER)),
+                        help="which of tiering, aws-cli, rclone to run (comma-separated; default all)")
     parser.add_argument("--https", action="store_true",
                         help="serve HTTPS (moto with a self-signed certificate): botocore then does not "
                              "sign the payload's SHA-256, as against a production store")
@@ -155,6 +157,10 @@ def main(args) -> int:
         # Warm the server (imports, first allocations) so the first measured run is not charged for it.
         client.upload_file(str(files[0]), BUCKET, "warm-up")
         walk = integrity_walk_cpu(files)
+        wanted = set(args.uploaders.split(","))
+        if wanted - set(ORDER):
+            raise SystemExit(f"bench: unknown uploaders {sorted(wanted - set(ORDER))}; choose from {sorted(set(ORDER))}")
+        commands = {name: command for name, command in commands.items() if name in wanted}
         runs: dict[str, list[dict]] = {name: [] for name in commands}
         for name in (n for n in ORDER if n in commands):
             argv, run_env, prefix = commands[name]
