@@ -162,6 +162,14 @@ def main(args) -> int:
             raise SystemExit(f"bench: unknown uploaders {sorted(wanted - set(ORDER))}; choose from {sorted(set(ORDER))}")
         commands = {name: command for name, command in commands.items() if name in wanted}
         runs: dict[str, list[dict]] = {name: [] for name in commands}
+        # Start-up: each uploader once more over nothing to upload (an empty log dir, an empty
+        # directory), twice; what a daemon pays once, `run --once` on every backlog.
+        empty = work / "empty"
+        empty.mkdir()
+        empty_config = write_config(work, empty, endpoint, prefix="startup/", port=None, concurrency=CONCURRENCY)
+        nothing = {str(config): str(empty_config), str(staging): str(empty)}
+        startup = {name: min(measure([nothing.get(a, a) for a in argv], run_env)["cpu_seconds"] for _ in range(2))
+                   for name, (argv, run_env, _) in commands.items()}
         for name in (n for n in ORDER if n in commands):
             argv, run_env, prefix = commands[name]
             urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
@@ -187,6 +195,9 @@ def main(args) -> int:
             "mb_per_second": payload / min(r["wall_seconds"] for r in measured) / 1e6,
             "cpu_seconds_per_gb": min(r["cpu_seconds"] for r in measured) / (payload / 1e9),
             "peak_rss_mib": max(r["peak_rss_bytes"] for r in measured) / 2**20,
+            "startup_cpu_seconds": startup[name],
+            "cpu_seconds_per_gb_after_startup": (min(r["cpu_seconds"] for r in measured) - startup[name])
+                                                / (payload / 1e9),
             "each": measured,
         }
     if not save_result("upload", result, args.json):
@@ -198,10 +209,12 @@ def main(args) -> int:
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
           f"Linux {m['kernel']}, Python {m['python']}")
     print(f"better of 2 runs each (wall and CPU each), order {', '.join(n for n in ORDER if n in runs)}")
-    print(f"{'':10}{'MB/s':>8}{'CPU s/GB':>10}{'peak RSS MiB':>14}  wall s (each run)")
+    print(f"{'':10}{'MB/s':>8}{'CPU s/GB':>10}{'start-up CPU s':>16}{'CPU s/GB after it':>19}"
+          f"{'peak RSS MiB':>14}  wall s / CPU s (each run)")
     for name, r in result["runs"].items():
-        walls = ", ".join(f"{x['wall_seconds']:.1f}" for x in r["each"])
-        print(f"{name:10}{r['mb_per_second']:8.1f}{r['cpu_seconds_per_gb']:10.2f}{r['peak_rss_mib']:14.1f}  {walls}")
+        each = ", ".join(f"{x['wall_seconds']:.1f} / {x['cpu_seconds']:.2f}" for x in r["each"])
+        print(f"{name:10}{r['mb_per_second']:8.1f}{r['cpu_seconds_per_gb']:10.2f}{r['startup_cpu_seconds']:16.2f}"
+              f"{r['cpu_seconds_per_gb_after_startup']:19.2f}{r['peak_rss_mib']:14.1f}  {each}")
     print(f"of which tiering's integrity walk (batch CRCs before upload): "
           f"{result['integrity_walk_cpu_seconds_per_gb']:.2f} CPU s/GB")
     return 0
