@@ -105,6 +105,20 @@ def test_each_partition_has_pins_of_its_own_and_lets_go_of_its_own(tmp_path, bro
     assert pins.count() == 1
 
 
+def test_pinning_a_pinned_segment_again_touches_nothing(tmp_path, broker):
+    # Every reconcile offers every segment again: a pin made once is returned as it is, under
+    # its own name or the .deleted one the broker gave it since (no new link, no rename).
+    pins = PinStore((tmp_path / "pins",), Log())
+    partition = partitions(broker)[0]
+    segment = partition.segments[0]
+    first = pins.pin(partition, segment)
+    changed = os.stat(first.log_path).st_ctime_ns
+    assert pins.pin(partition, segment) == first and os.stat(first.log_path).st_ctime_ns == changed
+    segment.log_path.rename(segment.log_path.with_name(segment.log_path.name + ".deleted"))
+    changed = os.stat(first.log_path).st_ctime_ns
+    assert pins.pin(partition, segment) == first and os.stat(first.log_path).st_ctime_ns == changed
+
+
 def test_a_partition_without_pins_has_none_and_releasing_there_is_harmless(tmp_path, broker):
     pins = PinStore((tmp_path / "pins",), Log())
     partition = partitions(broker)[1]
@@ -184,7 +198,7 @@ def test_a_pin_dir_that_cannot_be_made_disables_pins_for_that_log_dir_once_and_c
     assert pins.pin(partition, segment) == segment
     assert not list(directory.glob("*.log")) and not list(directory.glob(f".{stem}.log*"))
     [(event, fields)] = log.warnings
-    assert "hard link refused" in event
+    assert event == "cannot pin segments of this log dir (hard link refused); uploading without pins"
     assert fields["log_dir"] == str(broker.log_dir) and fields["pin_dir"] == str(directory) and fields["error"]
     # Every partition of that log dir goes without pins from then on, and it is said once.
     assert pins.pin(parts[1], parts[1].segments[0]) == parts[1].segments[0]
@@ -205,7 +219,7 @@ def test_no_pin_root_on_the_log_dirs_file_system_is_said_with_what_to_do(tmp_pat
     pins = PinStore((Path("/proc/tiering-pins"),), log)
     partition = partitions(broker)[0]
     assert pins.pin(partition, partition.segments[0]) == partition.segments[0]
-    [(event, fields)] = log.warnings
-    assert event.startswith("segments of this log dir cannot be pinned: no pin dir on its file system; ")
-    assert "could delete a segment before it is uploaded" in event and "state.pin_dirs" in event
-    assert fields == {"log_dir": str(broker.log_dir), "pin_dirs": ["/proc/tiering-pins"]}
+    assert log.warnings == [(
+        "segments of this log dir cannot be pinned: no pin dir on its file system; the broker's retention could "
+        "delete a segment before it is uploaded (add a directory on that file system to state.pin_dirs)",
+        {"log_dir": str(broker.log_dir), "pin_dirs": ["/proc/tiering-pins"]})]

@@ -65,7 +65,7 @@ class PinStore:
         directory = self._directory(partition)
         if directory is None:
             return {}
-        return self._pins.get(directory, {})
+        return self._pins[directory]
 
     def count(self) -> int:
         return sum(len(p) for p in self._pins.values())
@@ -116,8 +116,7 @@ class PinStore:
             _unlink_all(staged)
             self._disable(partition.log_dir, directory, exc)
             return segment
-        if not staged or staged[0][0] != "log":
-            _unlink_all(staged)
+        if not staged:
             # Gone before it could be linked. A pin made earlier under the same offsets is the
             # same segment and is all that is left of it; one of other offsets stays too (it is
             # rescued once the listing no longer shows the segment).
@@ -138,7 +137,7 @@ class PinStore:
         directory = self._directory(partition)
         if directory is None:
             return
-        pin = self._pins.get(directory, {}).pop(base_offset, None)
+        pin = self._pins[directory].pop(base_offset, None)
         if pin is not None:
             _unlink_all(list(pin.files))
 
