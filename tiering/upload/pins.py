@@ -124,8 +124,13 @@ class PinStore:
                 return existing.segment(partition)
             return segment
         linked = tuple((ext, directory / f"{stem}.{ext}") for ext, _ in staged)
-        for (_, staging), (_, target) in zip(staged, linked):
-            os.replace(staging, target)
+        try:
+            for (_, staging), (_, target) in zip(staged, linked):
+                os.replace(staging, target)
+        except OSError as exc:
+            _unlink_all(staged)
+            self._disable(partition.log_dir, directory, exc)
+            return segment
         if existing is not None:
             kept = {path for _, path in linked}
             _unlink_all([(ext, path) for ext, path in existing.files if path not in kept])
