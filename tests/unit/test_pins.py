@@ -189,14 +189,14 @@ def test_a_pin_dir_that_cannot_be_made_disables_pins_for_that_log_dir_once_and_c
     parts = partitions(broker)
     partition = parts[0]
     topic_id = partition.topic_id
-    # The partition's pin dir exists, but its .index staging name is taken by a directory: the
+    # The partition's pin dir exists, but the pin's .index name is taken by a directory: the
     # .log is linked, then linking the index fails. Nothing of the attempt may stay.
     segment = partition.segments[0]
     directory = root / topic_id / "0"
     stem = f"{segment.base_offset:020d}-{segment.next_offset:020d}"
-    (directory / f".{stem}.index.staging").mkdir(parents=True)
+    (directory / f"{stem}.index").mkdir(parents=True)
     assert pins.pin(partition, segment) == segment
-    assert not list(directory.glob("*.log")) and not list(directory.glob(f".{stem}.log*"))
+    assert not list(directory.glob("*.log"))
     [(event, fields)] = log.warnings
     assert event == "cannot pin segments of this log dir (hard link refused); uploading without pins"
     assert fields["log_dir"] == str(broker.log_dir) and fields["pin_dir"] == str(directory) and fields["error"]

@@ -103,7 +103,8 @@ class PinStore:
         try:
             private_dir(directory)
             for ext, source in files:
-                staging = directory / f".{stem}.{ext}{_STAGING}"
+                # Only a pin being replaced needs staging names (the first one has nothing to lose).
+                staging = directory / (f".{stem}.{ext}{_STAGING}" if existing is not None else f"{stem}.{ext}")
                 if not _link_live(source, staging):
                     if ext == "log":
                         break   # the segment itself is gone already: nothing new to keep
@@ -126,7 +127,8 @@ class PinStore:
         linked = tuple((ext, directory / f"{stem}.{ext}") for ext, _ in staged)
         try:
             for (_, staging), (_, target) in zip(staged, linked):
-                os.replace(staging, target)
+                if staging != target:
+                    os.replace(staging, target)
         except OSError as exc:
             _unlink_all(staged)
             self._disable(partition.log_dir, directory, exc)
@@ -202,10 +204,7 @@ class PinStore:
             return pins
         for entry in entries:
             if entry.name.startswith(".") and entry.name.endswith(_STAGING):
-                try:
-                    os.unlink(entry.path)   # a crash between linking and renaming into place
-                except OSError:
-                    pass                    # not ours to remove (a directory, say): pin() says so
+                _discard(Path(entry.path))   # a crash between linking and renaming into place
                 continue
             match = _PIN_NAME.match(entry.name)
             if not match:
@@ -215,7 +214,8 @@ class PinStore:
         for base, item in found.items():
             files = tuple(sorted(item["files"]))
             if "log" not in dict(files):
-                _unlink_all(list(files))   # a pin interrupted before its .log: useless
+                for _, path in files:
+                    _discard(path)       # a pin interrupted before its .log: useless
                 continue
             pins[base] = Pin(base, item["next"], files)
         return pins
@@ -252,6 +252,15 @@ def _size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def _discard(path: Path) -> None:
+    """Remove what a crash left, if it can be: something else under the name (a directory,
+    say) is left for pin() to report when it needs the name."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _unlink(path: Path) -> None:
