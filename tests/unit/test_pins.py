@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_cli_and_recovery import ListLog
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.simulate import SimulatedBroker
 from tiering.upload.pins import PinStore
 
 
-class Log:
-    def __init__(self):
-        self.warnings: list[tuple[str, dict]] = []
-
-    def warning(self, event: str, **fields):
-        self.warnings.append((event, fields))
+def warnings(log: ListLog) -> list[tuple[str, dict]]:
+    return [(event, fields) for level, event, fields in log.events if level == "warning"]
 
 
 @pytest.fixture
@@ -56,7 +53,7 @@ def delete_like_the_broker(broker, partition: int, base: int) -> None:
 
 
 def test_a_rescued_segment_is_the_pinned_one_whole_every_file_of_it(tmp_path, broker):
-    pins = PinStore((tmp_path / "pins",), Log())
+    pins = PinStore((tmp_path / "pins",), ListLog())
     os.unlink(partitions(broker)[0].segments[0].snapshot_path)      # a segment without a snapshot
     partition = partitions(broker)[0]
     with_txn = next(s for s in partition.segments if any(k == "txnindex" for k, _ in s.index_paths))
@@ -81,13 +78,13 @@ def test_a_rescued_segment_is_the_pinned_one_whole_every_file_of_it(tmp_path, br
         assert (segment.snapshot_path is None) == (original.snapshot_path is None)
         assert files_of(segment) == before[base]
     # A restart reads the same pins back from their names.
-    again = {s.base_offset: s for s in PinStore((tmp_path / "pins",), Log()).rescued(after)}
+    again = {s.base_offset: s for s in PinStore((tmp_path / "pins",), ListLog()).rescued(after)}
     assert {b: (s.next_offset, s.size, files_of(s)) for b, s in again.items()} == {
         b: (s.next_offset, s.size, files_of(s)) for b, s in rescued.items()}
 
 
 def test_each_partition_has_pins_of_its_own_and_lets_go_of_its_own(tmp_path, broker):
-    pins = PinStore((tmp_path / "pins",), Log())
+    pins = PinStore((tmp_path / "pins",), ListLog())
     parts = partitions(broker)
     for p in (0, 1):
         for segment in parts[p].segments[:2]:
@@ -108,7 +105,7 @@ def test_each_partition_has_pins_of_its_own_and_lets_go_of_its_own(tmp_path, bro
 def test_pinning_a_pinned_segment_again_touches_nothing(tmp_path, broker):
     # Every reconcile offers every segment again: a pin made once is returned as it is, under
     # its own name or the .deleted one the broker gave it since (no new link, no rename).
-    pins = PinStore((tmp_path / "pins",), Log())
+    pins = PinStore((tmp_path / "pins",), ListLog())
     partition = partitions(broker)[0]
     segment = partition.segments[0]
     first = pins.pin(partition, segment)
@@ -120,7 +117,7 @@ def test_pinning_a_pinned_segment_again_touches_nothing(tmp_path, broker):
 
 
 def test_a_partition_without_pins_has_none_and_releasing_there_is_harmless(tmp_path, broker):
-    pins = PinStore((tmp_path / "pins",), Log())
+    pins = PinStore((tmp_path / "pins",), ListLog())
     partition = partitions(broker)[1]
     assert pins.pins(partition) == {} and pins.rescued(partition) == []
     pins.release(partition, 0)
@@ -129,7 +126,7 @@ def test_a_partition_without_pins_has_none_and_releasing_there_is_harmless(tmp_p
 
 
 def test_an_index_the_broker_removed_is_left_out_and_the_rest_pinned(tmp_path, broker):
-    pins = PinStore((tmp_path / "pins",), Log())
+    pins = PinStore((tmp_path / "pins",), ListLog())
     partition = partitions(broker)[0]
     segment = next(s for s in partition.segments if s.snapshot_path is not None and not s.is_active)
     os.unlink(dict(segment.index_paths)["index"])
@@ -140,7 +137,7 @@ def test_an_index_the_broker_removed_is_left_out_and_the_rest_pinned(tmp_path, b
 
 def test_a_restart_clears_what_a_crash_left_half_done_and_nothing_else(tmp_path, broker):
     root = tmp_path / "pins"
-    pins = PinStore((root,), Log())
+    pins = PinStore((root,), ListLog())
     partition = partitions(broker)[0]
     kept = partition.segments[:3]
     for segment in kept:
@@ -153,7 +150,7 @@ def test_a_restart_clears_what_a_crash_left_half_done_and_nothing_else(tmp_path,
                directory / "00000000000000000001.log"]
     for path in half + foreign:
         path.write_bytes(b"x")
-    again = PinStore((root,), Log())
+    again = PinStore((root,), ListLog())
     assert sorted(again.pins(partition)) == [s.base_offset for s in kept]
     assert [again.pins(partition)[s.base_offset].next_offset for s in kept] == [s.next_offset for s in kept]
     assert not any(path.exists() for path in half)
@@ -161,7 +158,7 @@ def test_a_restart_clears_what_a_crash_left_half_done_and_nothing_else(tmp_path,
 
 
 def test_a_pin_that_lost_its_log_reads_as_empty_not_as_data(tmp_path, broker):
-    pins = PinStore((tmp_path / "pins",), Log())
+    pins = PinStore((tmp_path / "pins",), ListLog())
     partition = partitions(broker)[0]
     segment = partition.segments[0]
     pinned = pins.pin(partition, segment)
@@ -172,7 +169,7 @@ def test_a_pin_that_lost_its_log_reads_as_empty_not_as_data(tmp_path, broker):
 
 
 def test_a_symlink_in_the_log_dir_is_pinned_as_the_link_not_followed(tmp_path, broker):
-    pins = PinStore((tmp_path / "pins",), Log())
+    pins = PinStore((tmp_path / "pins",), ListLog())
     partition = partitions(broker)[0]
     segment = partition.segments[0]
     elsewhere = tmp_path / "elsewhere.log"
@@ -183,7 +180,7 @@ def test_a_symlink_in_the_log_dir_is_pinned_as_the_link_not_followed(tmp_path, b
 
 
 def test_a_pin_dir_that_cannot_be_made_disables_pins_for_that_log_dir_once_and_cleans_up(tmp_path, broker):
-    log = Log()
+    log = ListLog()
     root = tmp_path / "pins"
     pins = PinStore((root,), log)
     parts = partitions(broker)
@@ -197,29 +194,29 @@ def test_a_pin_dir_that_cannot_be_made_disables_pins_for_that_log_dir_once_and_c
     (directory / f"{stem}.index").mkdir(parents=True)
     assert pins.pin(partition, segment) == segment
     assert not list(directory.glob("*.log"))
-    [(event, fields)] = log.warnings
+    [(event, fields)] = warnings(log)
     assert event == "cannot pin segments of this log dir (hard link refused); uploading without pins"
     assert fields["log_dir"] == str(broker.log_dir) and fields["pin_dir"] == str(directory) and fields["error"]
     # Every partition of that log dir goes without pins from then on, and it is said once.
     assert pins.pin(parts[1], parts[1].segments[0]) == parts[1].segments[0]
-    assert pins.count() == 0 and len(log.warnings) == 1
+    assert pins.count() == 0 and len(warnings(log)) == 1
     assert not (root / topic_id / "1").exists() and not Path(topic_id).exists()
 
 
 def test_the_first_pin_root_on_the_log_dirs_file_system_is_used_past_unusable_ones(tmp_path, broker):
-    log = Log()
+    log = ListLog()
     pins = PinStore((Path("/proc/tiering-pins"), tmp_path / "first", tmp_path / "second"), log)
     partition = partitions(broker)[0]
     pinned = pins.pin(partition, partition.segments[0])
-    assert pinned.log_path.is_relative_to(tmp_path / "first") and log.warnings == []
+    assert pinned.log_path.is_relative_to(tmp_path / "first") and log.events == []
 
 
 def test_no_pin_root_on_the_log_dirs_file_system_is_said_with_what_to_do(tmp_path, broker):
-    log = Log()
+    log = ListLog()
     pins = PinStore((Path("/proc/tiering-pins"),), log)
     partition = partitions(broker)[0]
     assert pins.pin(partition, partition.segments[0]) == partition.segments[0]
-    assert log.warnings == [(
+    assert warnings(log) == [(
         "segments of this log dir cannot be pinned: no pin dir on its file system; the broker's retention could "
         "delete a segment before it is uploaded (add a directory on that file system to state.pin_dirs)",
         {"log_dir": str(broker.log_dir), "pin_dirs": ["/proc/tiering-pins"]})]

@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 import pytest
 
+from tests.integration.test_cli_and_recovery import ListLog
 from tests.unit.memstore import MemoryStore
 from tiering.clock import SystemClock
 from tiering.config import load_config
@@ -18,19 +19,6 @@ from tiering.kafka.topicconfig import TopicConfig, TopicConfigs
 from tiering.simulate import SimulatedBroker
 from tiering.upload.coordinator import UploadCoordinator
 from tiering.upload.pins import PinStore
-
-
-class Log:
-    def __init__(self):
-        self.events: list[str] = []
-
-    def _event(self, event: str, **fields):
-        self.events.append(event)
-
-    info = warning = error = debug = exception = _event
-
-    def bind(self, **fields):
-        return self
 
 
 @pytest.fixture
@@ -56,7 +44,7 @@ dir = "{tmp_path / 'state'}"
 listen = ""
 """)
     config = load_config(path)
-    log = Log()
+    log = ListLog()
     store = MemoryStore()
     coordinator = UploadCoordinator(config, store, Journal(config.state.dir), SystemClock(), log,
                                     stop_on_fatal=False, pins=PinStore(config.state.pin_roots, log))

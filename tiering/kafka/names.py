@@ -12,7 +12,8 @@ _PARTITION_DIR = re.compile(r"^(?P<topic>.+)-(?P<partition>\d{1,10})$")
 _SPECIAL_DIR = re.compile(r"^.+-\d{1,10}\.[0-9a-f]{32}-(?P<kind>delete|future|stray)$")
 _SEGMENT_FILE = re.compile(r"^(?P<offset>\d{20})\.(?P<ext>log|index|timeindex|txnindex|snapshot)$")
 # Files the broker renames while deleting, cleaning or swapping segments: transient, never ours.
-TRANSIENT_SUFFIXES = (".deleted", ".cleaned", ".swap")
+DELETED_SUFFIX = ".deleted"      # retention's rename, a minute before the unlink
+TRANSIENT_SUFFIXES = (DELETED_SUFFIX, ".cleaned", ".swap")
 PARTITION_FILES = ("leader-epoch-checkpoint", "partition.metadata")
 SEGMENT_EXTENSIONS = ("log", "index", "timeindex", "txnindex", "snapshot")
 MAX_PARTITION = 2**31 - 1

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tiering.kafka.logdir import LocalPartition, LocalSegment
+from tiering.kafka.names import DELETED_SUFFIX
 from tiering.statedir import private_dir
 
 _PIN_NAME = re.compile(r"^(\d{20})-(\d{20})\.(log|index|timeindex|txnindex|snapshot)$")
@@ -92,8 +93,9 @@ class PinStore:
             return segment
         pins = self._pins[directory]
         existing = pins.get(segment.base_offset)
-        if existing is not None and existing.next_offset == segment.next_offset and (
-                _same_file(existing.log_path, segment.log_path) or _same_file(existing.log_path, _deleted(segment.log_path))):
+        same_range = existing is not None and existing.next_offset == segment.next_offset
+        if same_range and (_same_file(existing.log_path, segment.log_path)
+                           or _same_file(existing.log_path, _deleted(segment.log_path))):
             return existing.segment(partition)
         files = [("log", segment.log_path), *segment.index_paths]
         if segment.snapshot_path is not None:
@@ -121,7 +123,7 @@ class PinStore:
             # Gone before it could be linked. A pin made earlier under the same offsets is the
             # same segment and is all that is left of it; one of other offsets stays too (it is
             # rescued once the listing no longer shows the segment).
-            if existing is not None and existing.next_offset == segment.next_offset:
+            if same_range:
                 return existing.segment(partition)
             return segment
         linked = tuple((ext, directory / f"{stem}.{ext}") for ext, _ in staged)
@@ -231,7 +233,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _deleted(path: Path) -> Path:
     """The name Kafka's retention gives a segment file before it unlinks it."""
-    return path.with_name(path.name + ".deleted")
+    return path.with_name(path.name + DELETED_SUFFIX)
 
 
 def _link_live(source: Path, target: Path) -> bool:
