@@ -10,23 +10,19 @@ import pytest
 
 from tests.integration.test_cli_and_recovery import ListLog
 from tests.unit.memstore import MemoryStore
+from tests.unit.test_pins_lock import broker  # noqa: F401  (the fixture)
 from tiering.clock import SystemClock
 from tiering.config import load_config
 from tiering.journal import Journal
 from tiering.kafka.eligibility import TopicFilter
 from tiering.kafka.logdir import scan_log_dirs
 from tiering.kafka.topicconfig import TopicConfig, TopicConfigs
-from tiering.simulate import SimulatedBroker
 from tiering.upload.coordinator import UploadCoordinator
 from tiering.upload.pins import PinStore
 
 
 @pytest.fixture
-def setup(tmp_path):
-    broker = SimulatedBroker(tmp_path / "logs", segment_bytes=8 * 1024, seed=3)
-    broker.create_topic("orders", 1)
-    broker.produce("orders", 0, 300, value_size=100)
-    broker.checkpoint()
+def setup(tmp_path, broker):
     path = tmp_path / "tiering.toml"
     path.write_text(f"""
 [kafka]
@@ -50,7 +46,6 @@ listen = ""
                                     stop_on_fatal=False, pins=PinStore(config.state.pin_roots, log))
     yield broker, coordinator, store, config
     coordinator.shutdown(5)
-    broker.close()
 
 
 def scan(broker):
