@@ -52,16 +52,60 @@ def start_server_process(tls: tuple[Path, Path] | None = None) -> tuple[subproce
             time.sleep(0.2)
 
 
+def bench_client(endpoint: str, tls: tuple[Path, Path] | None = None):
+    return boto3.session.Session(aws_access_key_id=ENV["AWS_ACCESS_KEY_ID"],
+                                 aws_secret_access_key=ENV["AWS_SECRET_ACCESS_KEY"]).client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", verify=str(tls[0]) if tls else None)
+
+
 class Server:
+    """moto's server mode with the bucket made."""
+
+    label = "moto"
+
     def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.process, self.endpoint = start_server_process(tls)
-        self.client = boto3.session.Session(aws_access_key_id="bench", aws_secret_access_key="bench-secret").client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1", verify=str(tls[0]) if tls else None)
+        self._context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
+        self.client = bench_client(self.endpoint, tls)
+        self.client.create_bucket(Bucket=BUCKET)
+
+    def reset(self) -> None:
+        """An empty bucket again; moto frees what it held in memory."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"),
+                               context=self._context).read()
         self.client.create_bucket(Bucket=BUCKET)
 
     def close(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+class Gateway:
+    """versitygw's posix gateway (tests/s3_servers.VersityServer, built by scripts/fetch-s3-server)
+    over `root`, with the bench's keys and the bucket made: a server in Go, so the uploaders
+    are not measured against a server that holds a GIL. Raises FileNotFoundError when the binary
+    is not built."""
+
+    label = "versitygw"
+
+    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None) -> None:
+        from tests.s3_servers import VersityServer     # the tests' launcher, one copy of it
+
+        self.server = VersityServer(root, tls, access_key=ENV["AWS_ACCESS_KEY_ID"],
+                                    secret_key=ENV["AWS_SECRET_ACCESS_KEY"])
+        self.endpoint = self.server.endpoint
+        self.client = bench_client(self.endpoint, tls)
+        self.client.create_bucket(Bucket=BUCKET)
+
+    def reset(self) -> None:
+        """An empty bucket again: every object deleted."""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
+
+    def close(self) -> None:
+        self.server.stop()
 
 
 def state_dir(work: Path, prefix: str) -> Path:

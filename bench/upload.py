@@ -2,8 +2,8 @@
 
 Method: a simulated broker writes a backlog (default 768 MiB of eligible segments, 24 of
 32 MiB over 8 partitions, ~1 KB records in batches of `--batch-bytes`, default 16 KiB)
-into a temporary log dir; an S3 server (moto's server mode) runs on loopback in a process of
-its own. Then, in the same run and against the same server, in alternating order:
+into a temporary log dir; an S3 server (moto's server mode, or with `--server versitygw` the
+Go gateway scripts/fetch-s3-server builds) runs on loopback in a process of its own. Then, in the same run and against the same server, in alternating order:
 
 1. `tiering run --once` uploads every eligible segment with its index files and manifest;
 2. `aws s3 cp --recursive` uploads the same .log and index files (hard links in a staging
@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 
-from bench.daemon_env import BUCKET, ENV, Server, self_signed_certificate, state_dir, write_config
+from bench.daemon_env import BUCKET, ENV, Gateway, Server, self_signed_certificate, state_dir, write_config
 from bench.machine import describe, save_result
 from tiering.kafka.batches import scan_segment
 from tiering.kafka.eligibility import TopicFilter, plan_partition
@@ -50,8 +48,10 @@ def add_arguments(parser) -> None:
                         help="record batch size of the backlog (default 16 KiB, Kafka's batch.size)")
     parser.add_argument("--uploaders", default=",".join(dict.fromkeys(ORDER)),
                         help="which of tiering, aws-cli, rclone to run (comma-separated; default all)")
+    parser.add_argument("--server", choices=("moto", "versitygw"), default="moto",
+                        help="the S3 server uploaded to (default moto; versitygw is built by scripts/fetch-s3-server)")
     parser.add_argument("--https", action="store_true",
-                        help="serve HTTPS (moto with a self-signed certificate): botocore then does not "
+                        help="serve HTTPS (a self-signed certificate): botocore then does not "
                              "sign the payload's SHA-256, as against a production store")
 
 
@@ -115,10 +115,13 @@ def main(args) -> int:
     mib = args.mib or 800  # comes out at >= 768 MiB of eligible segments (24 of 32 MiB)
     work = Path(tempfile.mkdtemp(prefix="tiering-bench-"))
     tls = self_signed_certificate(work) if args.https else None
-    server = Server(tls)
+    try:
+        server = Gateway(work / "versitygw", tls) if args.server == "versitygw" else Server(tls)
+    except FileNotFoundError as error:
+        shutil.rmtree(work, ignore_errors=True)
+        raise SystemExit(f"bench: {error}") from None
     endpoint, client = server.endpoint, server.client
     env = {**ENV, "AWS_CA_BUNDLE": str(tls[0])} if tls else ENV
-    context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
     try:
         log_dir = work / "logs"
         files = build_backlog(log_dir, mib, args.batch_bytes)
@@ -172,9 +175,7 @@ def main(args) -> int:
                    for name, (argv, run_env, _) in commands.items()}
         for name in (n for n in ORDER if n in commands):
             argv, run_env, prefix = commands[name]
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
-                                   context=context).read()
-            client.create_bucket(Bucket=BUCKET)
+            server.reset()
             shutil.rmtree(state_dir(work, "tiering/"), ignore_errors=True)
             run = measure(argv, run_env)
             run["stored_bytes"] = remote_bytes(client, prefix)
@@ -188,7 +189,7 @@ def main(args) -> int:
 
     result = {"benchmark": "upload", "machine": describe(), "backlog_bytes": payload, "files": len(files),
               "batch_bytes": args.batch_bytes,
-              "concurrency": CONCURRENCY, "part_size_bytes": PART_BYTES, "server": f"moto (server mode, loopback, {'HTTPS' if tls else 'HTTP'})",
+              "concurrency": CONCURRENCY, "part_size_bytes": PART_BYTES, "server": f"{server.label} (loopback, {'HTTPS' if tls else 'HTTP'})",
               "integrity_walk_cpu_seconds_per_gb": walk / (payload / 1e9), "runs": {}}
     for name, measured in runs.items():
         result["runs"][name] = {
@@ -205,7 +206,7 @@ def main(args) -> int:
     m = result["machine"]
     print(f"upload benchmark: {payload / 2**20:.0f} MiB in {len(files)} files, batches of ~{args.batch_bytes} B, "
           f"concurrency {CONCURRENCY}, "
-          f"part {PART_BYTES // 2**20} MiB, moto server on loopback over {'HTTPS' if tls else 'HTTP'}")
+          f"part {PART_BYTES // 2**20} MiB, {server.label} server on loopback over {'HTTPS' if tls else 'HTTP'}")
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB, "
           f"Linux {m['kernel']}, Python {m['python']}")
     print(f"better of 2 runs each (wall and CPU each), order {', '.join(n for n in ORDER if n in runs)}")

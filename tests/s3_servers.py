@@ -113,8 +113,10 @@ class VersityServer:
     """versitygw's posix gateway on a free loopback port, its buckets the directories of
     `root`/data and its metadata in a sidecar directory (no extended attributes needed)."""
 
-    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None):
-        """`tls`: (certificate, key) to serve HTTPS instead of HTTP."""
+    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None, *,
+                 access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):
+        """`tls`: (certificate, key) to serve HTTPS instead of HTTP; `access_key`, `secret_key`:
+        the one credential it accepts (the tests' by default)."""
         self.root = root
         data, meta = root / "versity-data", root / "versity-meta"
         data.mkdir(parents=True, exist_ok=True)
@@ -123,8 +125,8 @@ class VersityServer:
         port = free_port()
         self.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         secure = ["--cert", str(tls[0]), "--key", str(tls[1])] if tls else []
-        command = [str(versitygw_binary()), "--port", f"127.0.0.1:{port}", "--access", ACCESS_KEY,
-                   "--secret", SECRET_KEY, "--quiet", *secure, "posix", "--sidecar", str(meta), str(data)]
+        command = [str(versitygw_binary()), "--port", f"127.0.0.1:{port}", "--access", access_key,
+                   "--secret", secret_key, "--quiet", *secure, "posix", "--sidecar", str(meta), str(data)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self._wait_listening(port)
