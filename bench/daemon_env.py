@@ -52,6 +52,12 @@ def start_server_process(tls: tuple[Path, Path] | None = None) -> tuple[subproce
             time.sleep(0.2)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_client(endpoint: str, tls: tuple[Path, Path] | None = None):
     return boto3.session.Session(aws_access_key_id=ENV["AWS_ACCESS_KEY_ID"],
                                  aws_secret_access_key=ENV["AWS_SECRET_ACCESS_KEY"]).client(
@@ -93,7 +99,7 @@ class Gateway:
 
         self.server = VersityServer(root, tls, access_key=ENV["AWS_ACCESS_KEY_ID"],
                                     secret_key=ENV["AWS_SECRET_ACCESS_KEY"])
-        self.endpoint = self.server.endpoint
+        self.process, self.endpoint = self.server.process, self.server.endpoint
         self.client = bench_client(self.endpoint, tls)
         self.client.create_bucket(Bucket=BUCKET)
 
@@ -173,8 +179,7 @@ class Daemon:
         raise SystemExit("bench: the daemon never became ready")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)

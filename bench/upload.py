@@ -11,8 +11,10 @@ Go gateway scripts/fetch-s3-server builds) runs on loopback in a process of its 
 3. `rclone copy` (where installed) the same, `--transfers 8`, the same part size.
 
 Each uploader runs as a child process; its CPU time (user + system) and peak RSS come from
-wait4()'s rusage, so the S3 server's own work is not counted. The page cache is warm for
-both (the files were just written). MB/s is payload bytes / wall time (1 MB = 10^6 bytes).
+wait4()'s rusage, so the S3 server's own work is not counted in them; it is reported beside
+("server CPU s/GB", from /proc/PID/stat over the run), since the server shares the 2 cores
+and what one uploader's requests cost it slows that uploader. The page cache is warm for
+every uploader (the files were just written). MB/s is payload bytes / wall time (1 MB = 10^6 bytes).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import time
 from pathlib import Path
 
 
-from bench.daemon_env import BUCKET, ENV, Gateway, Server, self_signed_certificate, state_dir, write_config
+from bench.daemon_env import (BUCKET, ENV, Gateway, Server, cpu_seconds, self_signed_certificate, state_dir,
+                               write_config)
 from bench.machine import describe, save_result
 from tiering.kafka.batches import scan_segment
 from tiering.kafka.eligibility import TopicFilter, plan_partition
@@ -91,17 +94,20 @@ def integrity_walk_cpu(files: list[Path]) -> float:
     return time.process_time() - started
 
 
-def measure(argv: list[str], env: dict) -> dict:
+def measure(argv: list[str], env: dict, server_pid: int) -> dict:
+    """One uploader's run: its wall time, CPU and peak RSS, and the CPU the server spent meanwhile."""
+    server_before = cpu_seconds(server_pid)
     started = time.monotonic()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
+    server_cpu = cpu_seconds(server_pid) - server_before
     stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"bench: {argv[0]} failed with exit {code}: {stderr.strip()[-500:]}")
     return {"wall_seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "peak_rss_bytes": usage.ru_maxrss * 1024}
+            "peak_rss_bytes": usage.ru_maxrss * 1024, "server_cpu_seconds": server_cpu}
 
 
 def remote_bytes(client, prefix: str) -> int:
@@ -171,13 +177,14 @@ def main(args) -> int:
         empty.mkdir()
         empty_config = write_config(work, empty, endpoint, prefix="startup/", port=None, concurrency=CONCURRENCY)
         nothing = {str(config): str(empty_config), str(staging): str(empty)}
-        startup = {name: min(measure([nothing.get(a, a) for a in argv], run_env)["cpu_seconds"] for _ in range(2))
+        startup = {name: min(measure([nothing.get(a, a) for a in argv], run_env, server.process.pid)["cpu_seconds"]
+                             for _ in range(2))
                    for name, (argv, run_env, _) in commands.items()}
         for name in (n for n in ORDER if n in commands):
             argv, run_env, prefix = commands[name]
             server.reset()
             shutil.rmtree(state_dir(work, "tiering/"), ignore_errors=True)
-            run = measure(argv, run_env)
+            run = measure(argv, run_env, server.process.pid)
             run["stored_bytes"] = remote_bytes(client, prefix)
             if run["stored_bytes"] < payload:
                 raise SystemExit(f"bench: {name} left {run['stored_bytes']} bytes in the store, "
@@ -199,6 +206,7 @@ def main(args) -> int:
             "startup_cpu_seconds": startup[name],
             "cpu_seconds_per_gb_after_startup": (min(r["cpu_seconds"] for r in measured) - startup[name])
                                                 / (payload / 1e9),
+            "server_cpu_seconds_per_gb": min(r["server_cpu_seconds"] for r in measured) / (payload / 1e9),
             "each": measured,
         }
     if not save_result("upload", result, args.json):
@@ -211,11 +219,12 @@ def main(args) -> int:
           f"Linux {m['kernel']}, Python {m['python']}")
     print(f"better of 2 runs each (wall and CPU each), order {', '.join(n for n in ORDER if n in runs)}")
     print(f"{'':10}{'MB/s':>8}{'CPU s/GB':>10}{'start-up CPU s':>16}{'CPU s/GB after it':>19}"
-          f"{'peak RSS MiB':>14}  wall s / CPU s (each run)")
+          f"{'peak RSS MiB':>14}{'server CPU s/GB':>17}  wall s / CPU s (each run)")
     for name, r in result["runs"].items():
         each = ", ".join(f"{x['wall_seconds']:.1f} / {x['cpu_seconds']:.2f}" for x in r["each"])
         print(f"{name:10}{r['mb_per_second']:8.1f}{r['cpu_seconds_per_gb']:10.2f}{r['startup_cpu_seconds']:16.2f}"
-              f"{r['cpu_seconds_per_gb_after_startup']:19.2f}{r['peak_rss_mib']:14.1f}  {each}")
+              f"{r['cpu_seconds_per_gb_after_startup']:19.2f}{r['peak_rss_mib']:14.1f}"
+              f"{r['server_cpu_seconds_per_gb']:17.2f}  {each}")
     print(f"of which tiering's integrity walk (batch CRCs before upload): "
           f"{result['integrity_walk_cpu_seconds_per_gb']:.2f} CPU s/GB")
     return 0
