@@ -212,7 +212,9 @@ class Daemon:
                     next_reconcile = self.clock.monotonic() + daemon.reconcile_interval_ms / 1000
                 else:
                     self._process_hints()
-                if self._ready and now >= next_leadership:
+                # Single mode has no cluster to ask: skip gathering every partition's topic each
+                # second (2 ms a tick at 10,000 partitions, for a call that returns at once).
+                if self._ready and now >= next_leadership and self.gate is not None:
                     next_leadership = now + TICK_SECONDS
                     if self.coordinator.leadership_tick({p.topic for p in self.inventory.partitions.values()}):
                         self._apply((), self.inventory.partitions.values())   # leadership moved: plan again
