@@ -3,7 +3,8 @@
 Method: a simulated broker writes a backlog (default 768 MiB of eligible segments, 24 of
 32 MiB over 8 partitions, ~1 KB records in batches of `--batch-bytes`, default 16 KiB)
 into a temporary log dir; an S3 server (moto's server mode, or with `--server versitygw` the
-Go gateway scripts/fetch-s3-server builds) runs on loopback in a process of its own. Then, in the same run and against the same server, in alternating order:
+Go gateway scripts/fetch-s3-server builds) runs on loopback in a process of its own. Then,
+in the same run and against the same server, in alternating order:
 
 1. `tiering run --once` uploads every eligible segment with its index files and manifest;
 2. `aws s3 cp --recursive` uploads the same .log and index files (hard links in a staging
@@ -14,7 +15,8 @@ Each uploader runs as a child process; its CPU time (user + system) and peak RSS
 wait4()'s rusage, so the S3 server's own work is not counted in them; it is reported beside
 ("server CPU s/GB", from /proc/PID/stat over the run), since the server shares the 2 cores
 and what one uploader's requests cost it slows that uploader. The page cache is warm for
-every uploader (the files were just written). MB/s is payload bytes / wall time (1 MB = 10^6 bytes).
+every uploader (the files were just written). MB/s is payload bytes / wall time (1 MB =
+10^6 bytes).
 """
 
 from __future__ import annotations
@@ -195,8 +197,8 @@ def main(args) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     result = {"benchmark": "upload", "machine": describe(), "backlog_bytes": payload, "files": len(files),
-              "batch_bytes": args.batch_bytes,
-              "concurrency": CONCURRENCY, "part_size_bytes": PART_BYTES, "server": f"{server.label} (loopback, {'HTTPS' if tls else 'HTTP'})",
+              "batch_bytes": args.batch_bytes, "concurrency": CONCURRENCY, "part_size_bytes": PART_BYTES,
+              "server": f"{server.label} (loopback, {'HTTPS' if tls else 'HTTP'})",
               "integrity_walk_cpu_seconds_per_gb": walk / (payload / 1e9), "runs": {}}
     for name, measured in runs.items():
         result["runs"][name] = {
