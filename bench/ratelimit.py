@@ -56,21 +56,21 @@ def per_second(samples: list[tuple[float, int]], start: float, seconds: float = 
     return bins
 
 
-def windows(samples: list[tuple[float, int]], start: float, seconds: float = MEASURE_SECONDS) -> list[float]:
-    """Bytes per second of each 10 s window starting at start + k seconds, within `seconds`."""
-    bins = per_second(samples, start, seconds)
+def windows(bins: list[int]) -> list[float]:
+    """Bytes per second of each 10 s window of per-second `bins`, sliding by one bin."""
     return [sum(bins[k:k + WINDOW_SECONDS]) / WINDOW_SECONDS for k in range(len(bins) - WINDOW_SECONDS + 1)]
 
 
 def judged(samples: list[tuple[float, int]], start: float, seconds: float, target: int) -> dict:
     """The figures of one case: every window's deviation and the seconds short of the target."""
-    rates = windows(samples, start, seconds)
+    bins = per_second(samples, start, seconds)
+    rates = windows(bins)
     return {"target_bytes_per_second": target,
             "window_rates_bytes_per_second": [round(r) for r in rates[::WINDOW_SECONDS]],
             "sliding_windows": len(rates),
             "worst_deviation": max(((r - target) / target for r in rates), key=abs),
             "mean_rate_bytes_per_second": round(sum(rates) / len(rates)),
-            "short_seconds": sum(1 for n in per_second(samples, start, seconds) if n < SHORT * target)}
+            "short_seconds": sum(1 for n in bins if n < SHORT * target)}
 
 
 TARGET_SERVERS = {"versitygw": lambda work: Gateway(work / "versitygw"), "moto": lambda work: Server()}

@@ -212,11 +212,9 @@ class Daemon:
                     next_reconcile = self.clock.monotonic() + daemon.reconcile_interval_ms / 1000
                 else:
                     self._process_hints()
-                # Single mode has no cluster to ask: skip gathering every partition's topic each
-                # second (2 ms a tick at 10,000 partitions, for a call that returns at once).
-                if self._ready and now >= next_leadership and self.gate is not None:
+                if self._ready and now >= next_leadership:
                     next_leadership = now + TICK_SECONDS
-                    if self.coordinator.leadership_tick({p.topic for p in self.inventory.partitions.values()}):
+                    if self.coordinator.leadership_tick(self._topics):
                         self._apply((), self.inventory.partitions.values())   # leadership moved: plan again
                 if now >= next_sweep:
                     self._start_sweep()
@@ -279,7 +277,7 @@ class Daemon:
         self._refresh_disabled()
         changes = self.inventory.full_scan(self.wall())
         self._report(changes, full=True)
-        self.coordinator.leadership_tick({p.topic for p in self.inventory.partitions.values()})
+        self.coordinator.leadership_tick(self._topics)
         self._apply(changes.removed, self.inventory.partitions.values())
         if self.watcher is not None:
             self.watcher.watch(self.config.kafka.log_dirs)
@@ -296,6 +294,9 @@ class Daemon:
             self._ready = True
             self.metrics.ready.set(1)
             self.notifier.ready(f"watching {len(self.inventory.partitions)} partitions")
+
+    def _topics(self) -> set[str]:
+        return {p.topic for p in self.inventory.partitions.values()}
 
     def _process_hints(self) -> None:
         with self._lock:

@@ -291,12 +291,14 @@ class UploadCoordinator:
         self._offered[partition.path] = (inputs, result)
         return result
 
-    def leadership_tick(self, topics: set[str]) -> bool:
-        """Ask the cluster again when due; True when a partition's role or our leader epoch
-        changed since it was last planned (the caller offers the partitions again)."""
+    def leadership_tick(self, topics: Callable[[], set[str]]) -> bool:
+        """Ask the cluster again when due about `topics()`; True when a partition's role or our
+        leader epoch changed since it was last planned (the caller offers the partitions again).
+        `topics` is a function: without a cluster (single mode) it is never called, which spares
+        the daemon gathering every partition's topic each second for nothing."""
         if self.gate is None:
             return False
-        view = self.gate.refresh(topics)
+        view = self.gate.refresh(topics())
         changed = any((view.role(t, p), view.leader_epoch(t, p) if d.upload or view.role(t, p) == "leader" else None)
                       != (d.role, d.leader_epoch) for (t, _, p), d in self.gate.decisions.items())
         if self.metrics:
