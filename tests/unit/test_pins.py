@@ -102,6 +102,36 @@ def test_each_partition_has_pins_of_its_own_and_lets_go_of_its_own(tmp_path, bro
     assert pins.count() == 1
 
 
+def test_the_count_follows_every_pin_and_release_and_a_restart_counts_what_it_reads_back(tmp_path, broker):
+    # The count is kept as pins change (the daemon reads it every second); after each step it
+    # must equal the pins the store holds, and what a restart finds on disk.
+    pins = PinStore((tmp_path / "pins",), ListLog())
+    parts = partitions(broker)
+
+    def held(store) -> int:
+        return sum(len(store.pins(parts[p])) for p in (0, 1))
+
+    steps = [lambda: pins.pin(parts[0], parts[0].segments[0]),
+             lambda: pins.pin(parts[0], parts[0].segments[0]),        # again: still one
+             lambda: pins.pin(parts[0], parts[0].segments[1]),
+             lambda: pins.pin(parts[1], parts[1].segments[0]),
+             lambda: pins.pin(parts[1], parts[1].segments[2]),
+             lambda: pins.release(parts[0], parts[0].segments[0].base_offset),
+             lambda: pins.release(parts[0], parts[0].segments[0].base_offset),   # gone already
+             lambda: pins.release(parts[1], 999_999)]
+    counts = []
+    for step in steps:
+        step()
+        counts.append(pins.count())
+        assert pins.count() == held(pins)
+    assert counts == [1, 1, 2, 3, 4, 3, 3, 3]
+    again = PinStore((tmp_path / "pins",), ListLog())
+    assert again.count() == 0                   # nothing read yet: pin dirs are read per partition
+    assert held(again) == 3 and again.count() == 3
+    again.release_partition(parts[1])
+    assert again.count() == 1 == held(again)
+
+
 def test_pinning_a_pinned_segment_again_touches_nothing(tmp_path, broker):
     # Every reconcile offers every segment again: a pin made once is returned as it is, under
     # its own name or the .deleted one the broker gave it since (no new link, no rename).

@@ -59,6 +59,10 @@ class PinStore:
         self.log = log
         self._root_of: dict[Path, Path | None] = {}            # log dir -> pin root (None: no pins)
         self._pins: dict[Path, dict[int, Pin]] = {}                # pin dir of a partition -> its pins
+        # Kept as pins come and go: the daemon reads it every second for a gauge, and summing
+        # the pin dicts of every partition (10,000 on a large broker) each time was its main
+        # cost while idle.
+        self._count = 0
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -69,7 +73,7 @@ class PinStore:
         return self._pins[directory]
 
     def count(self) -> int:
-        return sum(len(p) for p in self._pins.values())
+        return self._count
 
     def rescued(self, partition: LocalPartition) -> list[LocalSegment]:
         """Pinned segments the broker has deleted meanwhile (they still need uploading)."""
@@ -140,6 +144,8 @@ class PinStore:
             _unlink_all([(ext, path) for ext, path in existing.files if path not in kept])
         pin = Pin(segment.base_offset, segment.next_offset, linked)
         pins[segment.base_offset] = pin
+        if existing is None:
+            self._count += 1
         return pin.segment(partition)
 
     def release(self, partition: LocalPartition, base_offset: int) -> None:
@@ -148,6 +154,7 @@ class PinStore:
             return
         pin = self._pins[directory].pop(base_offset, None)
         if pin is not None:
+            self._count -= 1
             _unlink_all(list(pin.files))
 
     def release_partition(self, partition: LocalPartition) -> None:
@@ -165,6 +172,7 @@ class PinStore:
         directory = root / partition.topic_id / str(partition.partition)
         if directory not in self._pins:
             self._pins[directory] = self._load(directory)
+            self._count += len(self._pins[directory])
         return directory
 
     def _root(self, log_dir: Path) -> Path | None:
