@@ -438,6 +438,57 @@ def test_a_preallocated_active_segment_counts_its_written_bytes_in_both_size_rul
     broker.close()
 
 
+def test_a_daemons_passes_see_what_the_broker_appended_to_a_preallocated_active_segment(env, s3):
+    """The daemon's runner remembers each active segment's size between passes (an idle
+    partition is not walked again); bytes the broker appends in place (the file's size does
+    not change) must still count at the next pass."""
+    from tests.integration.test_cli_and_recovery import ListLog
+    from tiering.config import load_config
+    from tiering.journal import Journal
+    from tiering.retention.run import RetentionRunner
+    from tiering.wiring import open_store
+
+    clock = Clock()
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=5)
+    broker.create_topic("pre", 1)
+    produce_segments(broker, clock, "pre", [5000] * 4)     # ~10.5 KB each, then ~1 KB active
+    broker.checkpoint()
+    segments = scan_log_dirs([env.log_dir]).partitions[0].segments
+    active = segments[-1]
+    written = active.size
+    batches = active.log_path.read_bytes()
+    os.truncate(active.log_path, 1 << 24)
+    path = env.write_config('\n[topics."pre"]\nretention_ms = -1\nretention_bytes = 60000\n'
+                            'local_retention_bytes = 25000\n[retention]\nlocal_delete = "off"\n')
+    assert run_cli("run", "--config", str(path), "--once").returncode == 0       # uploaded, all still local
+    config = load_config(env.write_config('\n[topics."pre"]\nretention_ms = -1\nretention_bytes = 60000\n'
+                                          'local_retention_bytes = 25000\n'))
+    journal, store = Journal(env.state_dir), open_store(config)
+    try:
+        runner = RetentionRunner(store, ListLog(), clock)
+        first = runner.run(config, scan_log_dirs([env.log_dir]), journal.all(), frozenset())
+        assert [(d.segment.base_offset, d.reason) for d in first.deleted] == [(segments[0].base_offset, "local-size")]
+        # The broker appends its own batches again (valid ones: offsets at or past the base),
+        # inside the preallocated file, until the local bytes are a segment over the limit.
+        grown = written
+        with open(active.log_path, "r+b") as f:
+            while grown - written < segments[1].size:
+                f.seek(grown)
+                f.write(batches)
+                grown += len(batches)
+        stamp = os.stat(active.log_path)
+        assert stamp.st_size == 1 << 24
+        os.utime(active.log_path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))   # a later tick
+        second = runner.run(config, scan_log_dirs([env.log_dir]), journal.all(), frozenset())
+        assert [(d.segment.base_offset, d.reason) for d in second.deleted] == [(segments[1].base_offset, "local-size")]
+        third = runner.run(config, scan_log_dirs([env.log_dir]), journal.all(), frozenset())
+        assert third.deleted == ()            # nothing appended since: the same answer
+    finally:
+        journal.close()
+        store.close()
+    broker.close()
+
+
 def test_unlink_takes_the_producer_snapshots_of_the_segments_it_deletes(env, s3):
     """Kafka's deleteSegments removes the snapshot at each deleted segment's base offset; the
     one at the new log start (the first segment kept) stays."""

@@ -39,7 +39,7 @@ def test_an_unknown_timestamp_source_is_rejected():
 # -- sizes as Kafka counts them (log.preallocate) ---------------------------------------------
 
 from tiering.kafka.logdir import scan_log_dirs  # noqa: E402
-from tiering.kafka.validbytes import valid_bytes  # noqa: E402
+from tiering.kafka.validbytes import ValidBytes, valid_bytes  # noqa: E402
 from tiering.simulate import SimulatedBroker  # noqa: E402
 
 
@@ -89,6 +89,87 @@ def test_a_partly_written_last_batch_is_not_counted(tmp_path):
     with open(active.log_path, "ab") as f:
         f.write(open(active.log_path, "rb").read()[:30])   # the front of a batch header, no body
     assert valid_bytes(_active(tmp_path / "logs")) == written
+    broker.close()
+
+
+def _preallocated(tmp_path, records: int):
+    """A broker with log.preallocate's active segment (1 MiB of file, zeros after the data)."""
+    broker = SimulatedBroker(tmp_path / "logs", segment_bytes=1 << 30, index_interval_bytes=4096, seed=3)
+    broker.create_topic("t", 1)
+    broker.produce("t", 0, records, value_size=120, batch_records=2)
+    written = _active(tmp_path / "logs").size
+    os.truncate(_active(tmp_path / "logs").log_path, 1 << 20)
+    return broker, written
+
+
+def _append_in_place(path, data: bytes, at: int) -> None:
+    """What a preallocating broker's append is: a write inside the file, its size unchanged."""
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(data)
+
+
+def test_an_active_segment_that_is_gone_before_it_is_read_counts_nothing(tmp_path):
+    # Its listed size may be a whole preallocated segment.bytes: counting that could make a
+    # size rule delete a segment early; counting 0 can only keep one longer.
+    broker, _ = _preallocated(tmp_path, 10)
+    listed = _active(tmp_path / "logs")
+    os.unlink(listed.log_path)
+    assert listed.size == 1 << 20
+    assert valid_bytes(listed) == 0 and ValidBytes()(listed) == 0
+    broker.close()
+
+
+def test_remembered_sizes_follow_appends_truncation_and_a_new_file(tmp_path):
+    broker, written = _preallocated(tmp_path, 10)
+    sizes = ValidBytes()
+    active = _active(tmp_path / "logs")
+    assert sizes(active) == written
+    whole = open(active.log_path, "rb").read(written)
+    first_batch = struct.unpack_from(">i", whole, 8)[0] + 12
+    # An append (here: the first batch again, a valid batch at the end): counted at the next ask.
+    _append_in_place(active.log_path, whole[:first_batch], written)
+    assert sizes(active) == written + first_batch == valid_bytes(active)
+    # A follower's truncation back to the first batch (the tail zeroed, as preallocated).
+    _append_in_place(active.log_path, bytes(written), first_batch)
+    assert sizes(active) == first_batch == valid_bytes(active)
+    # A new file under the same name and size (a topic deleted and created again): its own size.
+    os.unlink(active.log_path)
+    with open(active.log_path, "wb") as f:
+        f.write(whole)
+        f.truncate(1 << 20)
+    assert sizes(active) == written == valid_bytes(active)
+    broker.close()
+
+
+def test_a_file_whose_stamp_did_not_move_is_not_read_again(tmp_path):
+    # The whole point of remembering: an idle partition's active segment is not walked at each
+    # pass. Shown by changing the bytes behind its back with size and mtime put back: the
+    # remembered answer stays, and a fresh walk sees the change.
+    broker, written = _preallocated(tmp_path, 10)
+    sizes = ValidBytes()
+    active = _active(tmp_path / "logs")
+    assert sizes(active) == written
+    before = os.stat(active.log_path)
+    _append_in_place(active.log_path, bytes(written), 0)           # zeros: no batch at all
+    os.utime(active.log_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert sizes(active) == written and valid_bytes(active) == 0
+    broker.close()
+
+
+def test_sizes_not_asked_for_in_a_pass_are_forgotten(tmp_path):
+    broker, written = _preallocated(tmp_path, 10)
+    sizes = ValidBytes()
+    active = _active(tmp_path / "logs")
+    sizes(active)
+    sizes.forget_unused()                     # asked in this pass: kept
+    before = os.stat(active.log_path)
+    _append_in_place(active.log_path, bytes(written), 0)
+    os.utime(active.log_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert sizes(active) == written           # still the remembered answer
+    sizes.forget_unused()
+    sizes.forget_unused()                     # a pass that did not ask: forgotten
+    assert sizes(active) == 0                 # read afresh
     broker.close()
 
 

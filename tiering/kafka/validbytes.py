@@ -12,6 +12,11 @@ so the walk reads a handful of headers instead of the whole segment; an index th
 missing or does not point at a batch of this segment makes the walk start at byte 0, which
 is always right, only slower. Rolled segments are already trimmed, so only the active one
 needs this. Hand-written because no maintained library reads Kafka's files.
+
+A daemon asks again for every active segment at each retention pass, and on a broker of
+10,000 idle partitions those walks (two opens and a binary search of a preallocated index
+each) were most of the pass. `ValidBytes` keeps each answer with the file's identity, size
+and modification time, taken before the walk, and walks again only when one of them moved.
 """
 
 from __future__ import annotations
@@ -31,16 +36,68 @@ MIN_LENGTH = {0: 14, 1: 22, 2: 49}
 
 
 def valid_bytes(segment: LocalSegment) -> int:
-    """The bytes of whole batches at the front of the segment's file (its st_size when it
-    cannot be read: counting more keeps more, never less)."""
+    """The bytes of whole batches at the front of the segment's file; 0 when it cannot be
+    read (deleted or rolled away since the scan). Counting less keeps more: the size rules
+    delete while the sum is over the limit, so a file's listed size (a whole preallocated
+    segment.bytes) could delete a segment early, and 0 never can."""
+    return _measure(segment)[0]
+
+
+_Stamp = tuple[int, int, int, int]      # st_dev, st_ino, st_size, st_mtime_ns
+
+
+def _measure(segment: LocalSegment) -> tuple[int, _Stamp | None]:
+    """The valid bytes and the file's stamp as it was before the walk (None: not read)."""
     try:
         with open(segment.log_path, "rb", buffering=0) as stream:
             fd = stream.fileno()
-            size = os.fstat(fd).st_size
-            start = _index_hint(segment, fd, size)
-            return _walk(fd, size, start, segment.base_offset)
+            stat = os.fstat(fd)
+            start = _index_hint(segment, fd, stat.st_size)
+            return _walk(fd, stat.st_size, start, segment.base_offset), _stamp(stat)
     except OSError:
-        return segment.size
+        return 0, None
+
+
+def _stamp(stat: os.stat_result) -> _Stamp:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+class ValidBytes:
+    """valid_bytes, remembered per file until it changes. The broker's every append moves the
+    file's mtime (a truncation does too, and a new file has another inode), so a file whose
+    stamp is the one taken before the last walk holds nothing that walk did not see. An
+    append in the same clock tick as that stamp leaves it unchanged: the answer then lacks
+    that append until the next one, which counts less, and so deletes later, never sooner.
+
+    Each call to `forget_unused` drops the files not asked about since the previous one (the
+    retention runner calls it after each pass), so rolled and deleted segments do not pile up.
+    Not thread-safe: one retention pass at a time uses it."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[_Stamp, int]] = {}
+        self._used: set[Path] = set()
+
+    def __call__(self, segment: LocalSegment) -> int:
+        path = segment.log_path
+        self._used.add(path)
+        known = self._known.get(path)
+        if known is not None:
+            try:
+                if _stamp(os.stat(path)) == known[0]:
+                    return known[1]
+            except OSError:
+                pass
+        size, stamp = _measure(segment)
+        if stamp is None:
+            self._known.pop(path, None)
+        else:
+            self._known[path] = (stamp, size)
+        return size
+
+    def forget_unused(self) -> None:
+        for path in self._known.keys() - self._used:
+            del self._known[path]
+        self._used = set()
 
 
 def _walk(fd: int, size: int, position: int, base_offset: int) -> int:

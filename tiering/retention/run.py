@@ -46,7 +46,7 @@ from tiering.kafka.lock import BrokerRunning, broker_stopped
 from tiering.kafka.logdir import LocalSegment, LogDirScan
 from tiering.kafka.names import segment_file_name
 from tiering.kafka.topicconfig import TopicConfigs
-from tiering.kafka.validbytes import valid_bytes
+from tiering.kafka.validbytes import ValidBytes
 from tiering.read.remote_chain import RemoteChain, partition_manifest_keys
 from tiering.retention.admin import AdminError, RecordDeleter
 from tiering.retention.inputs import ChainInputs, PartitionView, partition_views
@@ -108,6 +108,7 @@ class RetentionRunner:
         self.metrics = metrics
         self._deleter: RecordDeleter | None = None
         self._manifests: dict[str, SegmentManifest] = {}     # cluster mode: immutable, kept
+        self._active_sizes = ValidBytes()                    # what each active segment holds, per file
 
     def close(self) -> None:
         if self._deleter is not None:
@@ -137,7 +138,8 @@ class RetentionRunner:
         now = self.now_ms()
         work = _Pass(layout)
         chains = self._chains(scan, layout, leadership, work) if leadership is not None else None
-        views = partition_views(config, scan, records, disabled, valid_bytes, configs, chains)
+        views = partition_views(config, scan, records, disabled, self._active_sizes, configs, chains)
+        self._active_sizes.forget_unused()
         plans = [(view, plan_retention(view.input, now)) for view in views]
         self._delete_remote(plans, work)
         self._delete_local(config, plans, work)
