@@ -415,15 +415,20 @@ def test_a_segment_without_timestamps_goes_by_its_file_mtime_in_both_tiers(env, 
     broker.close()
 
 
+def four_segments_and_an_active_one(env, clock: Clock):
+    """Topic "pre": four rolled segments of ~10.5 KB, then ~1 KB in the active one."""
+    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=5)
+    broker.create_topic("pre", 1)
+    produce_segments(broker, clock, "pre", [5000] * 4)
+    broker.checkpoint()
+    return broker, scan_log_dirs([env.log_dir]).partitions[0].segments
+
+
 def test_a_preallocated_active_segment_counts_its_written_bytes_in_both_size_rules(env, s3):
     """log.preallocate=true: the active file is segment.bytes long; Kafka counts the bytes
     written, so must the size rules here (before, both tiers deleted segments early)."""
     clock = Clock()
-    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=5)
-    broker.create_topic("pre", 1)
-    produce_segments(broker, clock, "pre", [5000] * 4)     # ~10.5 KB each, then ~1 KB active
-    broker.checkpoint()
-    segments = scan_log_dirs([env.log_dir]).partitions[0].segments
+    broker, segments = four_segments_and_an_active_one(env, clock)
     written = sum(s.size for s in segments)
     assert 25_000 + segments[0].size <= written < 25_000 + segments[0].size + segments[1].size
     os.truncate(segments[-1].log_path, 1 << 24)            # preallocated: 16 MiB of zeros after the data
@@ -449,11 +454,7 @@ def test_a_daemons_passes_see_what_the_broker_appended_to_a_preallocated_active_
     from tiering.wiring import open_store
 
     clock = Clock()
-    broker = SimulatedBroker(env.log_dir, segment_bytes=1 << 30, clock_ms=clock, seed=5)
-    broker.create_topic("pre", 1)
-    produce_segments(broker, clock, "pre", [5000] * 4)     # ~10.5 KB each, then ~1 KB active
-    broker.checkpoint()
-    segments = scan_log_dirs([env.log_dir]).partitions[0].segments
+    broker, segments = four_segments_and_an_active_one(env, clock)
     active = segments[-1]
     written = active.size
     batches = active.log_path.read_bytes()

@@ -109,6 +109,13 @@ def _append_in_place(path, data: bytes, at: int) -> None:
         f.write(data)
 
 
+def _zeroed_behind_its_back(path, length: int) -> None:
+    """The file's first bytes zeroed (no batch left), its size and mtime put back."""
+    before = os.stat(path)
+    _append_in_place(path, bytes(length), 0)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
 def test_an_active_segment_that_is_gone_before_it_is_read_counts_nothing(tmp_path):
     # Its listed size may be a whole preallocated segment.bytes: counting that could make a
     # size rule delete a segment early; counting 0 can only keep one longer.
@@ -150,9 +157,7 @@ def test_a_file_whose_stamp_did_not_move_is_not_read_again(tmp_path):
     sizes = ValidBytes()
     active = _active(tmp_path / "logs")
     assert sizes(active) == written
-    before = os.stat(active.log_path)
-    _append_in_place(active.log_path, bytes(written), 0)           # zeros: no batch at all
-    os.utime(active.log_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _zeroed_behind_its_back(active.log_path, written)
     assert sizes(active) == written and valid_bytes(active) == 0
     broker.close()
 
@@ -163,9 +168,7 @@ def test_sizes_not_asked_for_in_a_pass_are_forgotten(tmp_path):
     active = _active(tmp_path / "logs")
     sizes(active)
     sizes.forget_unused()                     # asked in this pass: kept
-    before = os.stat(active.log_path)
-    _append_in_place(active.log_path, bytes(written), 0)
-    os.utime(active.log_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _zeroed_behind_its_back(active.log_path, written)
     assert sizes(active) == written           # still the remembered answer
     sizes.forget_unused()
     sizes.forget_unused()                     # a pass that did not ask: forgotten

@@ -81,13 +81,22 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
             uploaded[key][record.id.base_offset] = record
         elif record.state in (SegmentState.FAILED, SegmentState.EXPIRED):
             others[key][record.id.base_offset] = record
+    # Once per topic, not per partition: the same for all of a topic's partitions, and a third
+    # of a pass over 10,000 partitions when worked out for each.
+    retentions: dict[str, EffectiveRetention] = {}
+
+    def retention_of(topic: str) -> EffectiveRetention:
+        if topic not in retentions:
+            retentions[topic] = effective_retention(config, topic, configs)
+        return retentions[topic]
+
     views, seen = [], set()
     for partition in scan.partitions:
         key = (partition.topic, partition.topic_id or "", partition.partition)
         seen.add(key)
         state = scan.log_dir_state(partition.log_dir)
         view = _local_view(config, partition, state, topic_filter, disabled, uploaded.get(key, {}),
-                           others.get(key, {}), active_size)
+                           others.get(key, {}), retention_of(partition.topic), active_size)
         if chains is not None:
             view = _chain_view(view, chains, partition, active_size)
         views.append(view)
@@ -95,7 +104,7 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
         topic, topic_id, number = key
         policy = config.retention_for(topic)
         remote = uploaded[key]
-        retention = effective_retention(config, topic, configs)
+        retention = retention_of(topic)
         hold = retention.hold
         if chains is not None and hold is None:
             # This broker's uploads of a partition it no longer holds are links of a chain that
@@ -194,10 +203,10 @@ def _remote_copies(remote: dict[int, SegmentRecord]) -> tuple[RemoteCopy, ...]:
 
 def _local_view(config: Config, partition: LocalPartition, state: LogDirState, topic_filter: TopicFilter,
                 disabled: frozenset[str], uploaded: dict[int, SegmentRecord],
-                others: dict[int, SegmentRecord], active_size: ActiveSize = _file_size) -> PartitionView:
-    """`others`: the partition's failed and expired rows."""
+                others: dict[int, SegmentRecord], retention: EffectiveRetention,
+                active_size: ActiveSize = _file_size) -> PartitionView:
+    """`others`: the partition's failed and expired rows; `retention`: its topic's."""
     policy = config.retention_for(partition.topic)
-    retention = effective_retention(config, partition.topic, topic_filter.configs)
     problem = partition_reason(partition, state, topic_filter, disabled)
     hold = None
     if problem is not None:
