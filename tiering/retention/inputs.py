@@ -81,8 +81,8 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
             uploaded[key][record.id.base_offset] = record
         elif record.state in (SegmentState.FAILED, SegmentState.EXPIRED):
             others[key][record.id.base_offset] = record
-    # Once per topic, not per partition: the same for all of a topic's partitions, and a third
-    # of a pass over 10,000 partitions when worked out for each.
+    # Once per topic, not per partition: it is the same for all of a topic's partitions, and a
+    # broker with 100 topics of 100 partitions would work it out 10,000 times a pass.
     retentions: dict[str, EffectiveRetention] = {}
 
     def retention_of(topic: str) -> EffectiveRetention:
