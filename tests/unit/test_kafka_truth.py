@@ -127,6 +127,22 @@ def test_an_active_segment_that_is_gone_before_it_is_read_counts_nothing(tmp_pat
     broker.close()
 
 
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_an_active_segment_swapped_for_a_fifo_or_a_link_is_not_opened_and_counts_nothing(tmp_path, kind):
+    # Between the scan and the pass the name could become a FIFO (opening it for reading
+    # would block the retention thread for good) or a link to some other file.
+    broker, _ = _preallocated(tmp_path, 10)
+    listed = _active(tmp_path / "logs")
+    other = tmp_path / "elsewhere.log"
+    os.replace(listed.log_path, other)         # the same batches, now under another name
+    if kind == "fifo":
+        os.mkfifo(listed.log_path)
+    else:
+        os.symlink(other, listed.log_path)
+    assert valid_bytes(listed) == 0 and ValidBytes()(listed) == 0
+    broker.close()
+
+
 def test_remembered_sizes_follow_appends_truncation_and_a_new_file(tmp_path):
     broker, written = _preallocated(tmp_path, 10)
     sizes = ValidBytes()

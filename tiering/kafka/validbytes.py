@@ -25,6 +25,7 @@ import os
 import struct
 from pathlib import Path
 
+from tiering.files import open_regular_file
 from tiering.kafka.logdir import LocalSegment
 
 _OFFSET_ENTRY = struct.Struct(">ii")   # relative offset, position
@@ -49,7 +50,7 @@ _Stamp = tuple[int, int, int, int]      # st_dev, st_ino, st_size, st_mtime_ns
 def _measure(segment: LocalSegment) -> tuple[int, _Stamp | None]:
     """The valid bytes and the file's stamp as it was before the walk (None: not read)."""
     try:
-        with open(segment.log_path, "rb", buffering=0) as stream:
+        with open_regular_file(segment.log_path) as stream:   # never a link or a FIFO
             fd = stream.fileno()
             stat = os.fstat(fd)
             start = _index_hint(segment, fd, stat.st_size)
@@ -138,7 +139,7 @@ def _index_hint(segment: LocalSegment, log_fd: int, log_size: int) -> int:
 def _last_index_position(path: Path) -> int:
     """The position of the last entry of a (possibly preallocated, zero-tailed) offset index:
     entries rise in position and the tail is zeros, so a binary search finds it."""
-    with open(path, "rb", buffering=0) as stream:
+    with open_regular_file(path) as stream:
         fd = stream.fileno()
         count = os.fstat(fd).st_size // _OFFSET_ENTRY.size
         low, high, found = 0, count - 1, 0
