@@ -32,6 +32,7 @@ from s3transfer.utils import signal_not_transferring, signal_transferring
 from tiering import __version__
 from tiering.config import StoreConfig, UploadConfig
 from tiering.store.credentials import open_session
+from tiering.store.endpoints import keep_only_needed_endpoints
 from tiering.store.errors import ErrorClass, ObjectTooLarge, StoreError, store_call
 from tiering.checksums import crc32c_header
 from tiering.store.protocol import MultipartUpload, ObjectInfo
@@ -68,7 +69,9 @@ def make_client(store: StoreConfig, pool_size: int = 10) -> Any:
         # ("off"): botocore computes no checksum of its own over the same bytes.
         request_checksum_calculation="when_required",
     )
-    return open_session(store).create_client("s3", endpoint_url=store.endpoint_url, config=config)
+    session = open_session(store)
+    keep_only_needed_endpoints(session)   # ~4.4 MiB less for the process's life (design.md invariant 6)
+    return session.create_client("s3", endpoint_url=store.endpoint_url, config=config)
 
 
 class _Throttled(BaseSubscriber):
