@@ -14,6 +14,7 @@ alone (every other role holds it), as DeleteRecords is.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -83,12 +84,8 @@ def partition_views(config: Config, scan: LogDirScan, records: list[SegmentRecor
             others[key][record.id.base_offset] = record
     # Once per topic, not per partition: it is the same for all of a topic's partitions, and a
     # broker with 100 topics of 100 partitions would work it out 10,000 times a pass.
-    retentions: dict[str, EffectiveRetention] = {}
-
-    def retention_of(topic: str) -> EffectiveRetention:
-        if topic not in retentions:
-            retentions[topic] = effective_retention(config, topic, configs)
-        return retentions[topic]
+    retention_of: Callable[[str], EffectiveRetention] = functools.cache(
+        lambda topic: effective_retention(config, topic, configs))
 
     views, seen = [], set()
     for partition in scan.partitions:
